@@ -1,0 +1,5 @@
+"""`python -m dnsd` entry point."""
+
+from dnsd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""The plugin interface, CoreDNS's fixed plugin order, and the per-server-block chain.
+
+A plugin is one module under ``dnsd.plugins`` that defines a ``Plugin`` subclass with a
+``name`` equal to its Corefile directive.  ``setup`` parses that directive (every occurrence in
+one server block) and ``serve`` handles a query: it either returns a response or calls
+``next_(req)`` to hand the query to the plugins after it.  Adding a plugin means adding its
+module and its name to ``IMPLEMENTED``; its position comes from ``PLUGIN_ORDER``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dnslib import DNSRecord
+
+from dnsd.corefile.ast import CorefileError, Directive
+
+if TYPE_CHECKING:
+    from dnsd.request import Request
+
+# CoreDNS's plugin.cfg order (v1.14): handlers always run in this order, whatever order the
+# Corefile lists them in.  Every plugin wraps all the plugins below it.
+PLUGIN_ORDER: tuple[str, ...] = (
+    "root", "metadata", "geoip", "cancel", "tls", "timeouts", "multisocket", "reload", "nsid",
+    "bufsize", "bind", "debug", "trace", "ready", "health", "pprof", "prometheus", "errors", "log",
+    "dnstap", "local", "dns64", "acl", "any", "chaos", "loadbalance", "tsig", "cache", "rewrite",
+    "header", "dnssec", "autopath", "minimal", "template", "transfer", "hosts", "route53", "azure",
+    "clouddns", "k8s_external", "kubernetes", "file", "auto", "secondary", "etcd", "loop",
+    "forward", "grpc", "erratic", "whoami", "on", "sign", "view",
+)
+
+# Directives dnsd implements, mapped to the module that holds each one's Plugin class.
+IMPLEMENTED: dict[str, str] = {
+    "bind": "dnsd.plugins.bind",
+    "errors": "dnsd.plugins.errors",
+    "log": "dnsd.plugins.log",
+    "whoami": "dnsd.plugins.whoami",
+    "hosts": "dnsd.plugins.hosts",
+    "file": "dnsd.plugins.file",
+    "kubernetes": "dnsd.plugins.kubernetes",
+}
+
+Response = DNSRecord
+Next = Callable[["Request"], Awaitable[DNSRecord | None]]
+
+
+@dataclass
+class SetupContext:
+    """What a plugin's setup may know about its server block and the process."""
+
+    zones: list[str]  # the block's zones, normalised ("cluster.local.", "0.0.10.in-addr.arpa.")
+    port: int
+    config_file: str = "Corefile"
+    block_index: int = 0
+    # Plugins already set up in this block, by name (set up in PLUGIN_ORDER's reverse, so a
+    # plugin can find the ones it wraps, e.g. autopath finds kubernetes).
+    plugins: dict[str, Plugin] = field(default_factory=dict)
+    # Process-wide shared objects (metrics registry, servers for health/ready...).
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+class Plugin:
+    """Base class of every plugin.  Subclasses set ``name`` and override what they need."""
+
+    name: ClassVar[str] = ""
+    # A plugin that only configures the server (bind, reload, health...) and never sees queries.
+    passive: ClassVar[bool] = False
+    # May the directive appear more than once in a block?
+    repeatable: ClassVar[bool] = False
+
+    @classmethod
+    def setup(cls, directives: list[Directive], ctx: SetupContext) -> Plugin:
+        """Build the plugin from every occurrence of its directive in one server block."""
+        d = directives[0]
+        if d.args or d.children:
+            raise d.error(f"plugin '{cls.name}' takes no arguments")
+        return cls()
+
+    async def serve(self, req: Request, next_: Next) -> DNSRecord | None:
+        """Answer ``req`` or pass it on; the default passes it on."""
+        return await next_(req)
+
+    async def start(self) -> None:
+        """Called once the whole configuration parsed, before the listeners open."""
+
+    async def stop(self) -> None:
+        """Called on shutdown or when a reload replaces this configuration."""
+
+    def ready(self) -> bool:
+        """For the ``ready`` plugin: is this plugin ready to serve?"""
+        return True
+
+    reports_readiness: ClassVar[bool] = False
+
+
+def plugin_class(name: str) -> type[Plugin]:
+    """The Plugin class of an implemented directive."""
+    module = importlib.import_module(IMPLEMENTED[name])
+    return module.Plugin  # type: ignore[no-any-return]
+
+
+def check_directive(d: Directive) -> None:
+    """Raise the CoreDNS-style error for a directive dnsd does not have."""
+    if d.name in IMPLEMENTED:
+        return
+    if d.name in PLUGIN_ORDER:
+        raise d.error(f"directive '{d.name}' is not available yet in dnsd")
+    raise d.error(f"unknown directive '{d.name}'")
+
+
+def build_plugins(directives: Sequence[Directive], ctx: SetupContext) -> list[Plugin]:
+    """Set up the plugins of one server block, returned in CoreDNS's execution order."""
+    grouped: dict[str, list[Directive]] = {}
+    for d in directives:
+        check_directive(d)
+        grouped.setdefault(d.name, []).append(d)
+    plugins: list[Plugin] = []
+    for name in reversed(PLUGIN_ORDER):
+        if name not in grouped:
+            continue
+        cls = plugin_class(name)
+        occurrences = grouped[name]
+        if len(occurrences) > 1 and not cls.repeatable:
+            raise occurrences[1].error(f"plugin '{name}' can only be used once per server block")
+        plugin = cls.setup(occurrences, ctx)
+        ctx.plugins[name] = plugin
+        plugins.append(plugin)
+    plugins.reverse()
+    return plugins
+
+
+async def _end_of_chain(req: Request) -> DNSRecord | None:
+    return None
+
+
+def compose(plugins: Sequence[Plugin]) -> Next:
+    """Fold the plugins into one callable: each plugin's ``next_`` is the rest of the chain."""
+    handler: Next = _end_of_chain
+    for plugin in reversed([p for p in plugins if not p.passive]):
+        handler = _link(plugin, handler)
+    return handler
+
+
+def _link(plugin: Plugin, next_: Next) -> Next:
+    serve = plugin.serve
+
+    async def handle(req: Request) -> DNSRecord | None:
+        return await serve(req, next_)
+
+    handle.plugin_name = plugin.name  # type: ignore[attr-defined]
+    return handle
+
+
+def parse_error(d: Directive, message: str) -> CorefileError:
+    """Shorthand used by plugins: an error at ``d``'s line."""
+    return d.error(message)

@@ -1,0 +1,96 @@
+"""Every metric dnsd exports, with CoreDNS's names, types, labels and buckets.
+
+One process-wide registry; the ``prometheus`` plugin serves it.  Plugins update these objects
+directly; nothing here is on the query path unless the plugin that owns the metric is used.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from dnsd import COREDNS_COMPAT, __version__
+
+disable_created_metrics()  # CoreDNS exposes no *_created series
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# CoreDNS's buckets (plugin/metrics/vars and plugin/pkg/...).
+TIME_BUCKETS = tuple(0.00025 * 2**i for i in range(16))  # 0.25ms .. ~8s
+SIZE_BUCKETS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16000, 32000, 48000, 64000)
+PROGRAMMING_BUCKETS = tuple(0.001 * 2**i for i in range(20))  # 1ms .. ~524s
+
+# --- server (plugin/metrics) ---
+build_info = Gauge("coredns_build_info", "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built.",
+                   ["version", "revision", "goversion"], registry=REGISTRY)
+build_info.labels(COREDNS_COMPAT, f"dnsd-{__version__}", f"python{platform.python_version()}").set(1)
+panics = Counter("coredns_panics", "A metrics that counts the number of panics.", registry=REGISTRY)
+requests = Counter("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.",
+                   ["server", "zone", "view", "proto", "family", "type"], registry=REGISTRY)
+request_duration = Histogram("coredns_dns_request_duration_seconds", "Histogram of the time (in seconds) each request took per zone.",
+                             ["server", "zone", "view"], buckets=TIME_BUCKETS, registry=REGISTRY)
+request_size = Histogram("coredns_dns_request_size_bytes", "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
+                         ["server", "zone", "view", "proto"], buckets=SIZE_BUCKETS, registry=REGISTRY)
+do_requests = Counter("coredns_dns_do_requests", "Counter of DNS requests with DO bit set per zone.",
+                      ["server", "zone", "view"], registry=REGISTRY)
+response_size = Histogram("coredns_dns_response_size_bytes", "Size of the returned response in bytes.",
+                          ["server", "zone", "view", "proto"], buckets=SIZE_BUCKETS, registry=REGISTRY)
+responses = Counter("coredns_dns_responses", "Counter of response status codes.",
+                    ["server", "zone", "view", "rcode", "plugin"], registry=REGISTRY)
+plugin_enabled = Gauge("coredns_plugin_enabled", "A metric that indicates whether a plugin is enabled on per server and zone basis.",
+                       ["server", "zone", "view", "name"], registry=REGISTRY)
+
+# --- cache ---
+cache_entries = Gauge("coredns_cache_entries", "The number of elements in the cache.",
+                      ["server", "type", "zones", "view"], registry=REGISTRY)
+cache_hits = Counter("coredns_cache_hits", "The count of cache hits.",
+                     ["server", "type", "zones", "view"], registry=REGISTRY)
+cache_misses = Counter("coredns_cache_misses", "The count of cache misses. Deprecated, derive misses from cache hits/requests counters.",
+                       ["server", "zones", "view"], registry=REGISTRY)
+cache_requests = Counter("coredns_cache_requests", "The count of cache requests.",
+                         ["server", "zones", "view"], registry=REGISTRY)
+cache_prefetch = Counter("coredns_cache_prefetch", "The number of times the cache has prefetched a cached item.",
+                         ["server", "zones", "view"], registry=REGISTRY)
+cache_drops = Counter("coredns_cache_drops", "The number responses that are not cached, because the reply is malformed.",
+                      ["server", "zones", "view"], registry=REGISTRY)
+cache_served_stale = Counter("coredns_cache_served_stale", "The number of requests served from stale cache entries.",
+                             ["server", "zones", "view"], registry=REGISTRY)
+cache_evictions = Counter("coredns_cache_evictions", "The count of cache evictions.",
+                          ["server", "type", "zones", "view"], registry=REGISTRY)
+
+# --- forward / proxy ---
+forward_healthcheck_broken = Counter("coredns_forward_healthcheck_broken", "Counter of the number of complete failures of the healthchecks.",
+                                     registry=REGISTRY)
+forward_max_concurrent_rejects = Counter("coredns_forward_max_concurrent_rejects", "Counter of the number of queries rejected because the concurrent queries were at maximum.",
+                                         registry=REGISTRY)
+proxy_request_duration = Histogram("coredns_proxy_request_duration_seconds", "Histogram of the time each request took.",
+                                   ["proxy_name", "to", "rcode"], buckets=TIME_BUCKETS, registry=REGISTRY)
+proxy_healthcheck_failures = Counter("coredns_proxy_healthcheck_failures", "Counter of the number of failed healthchecks.",
+                                     ["proxy_name", "to"], registry=REGISTRY)
+proxy_conn_cache_hits = Counter("coredns_proxy_conn_cache_hits", "Counter of connection cache hits per upstream and protocol.",
+                                ["proxy_name", "to", "proto"], registry=REGISTRY)
+proxy_conn_cache_misses = Counter("coredns_proxy_conn_cache_misses", "Counter of connection cache misses per upstream and protocol.",
+                                  ["proxy_name", "to", "proto"], registry=REGISTRY)
+
+# --- kubernetes ---
+dns_programming_duration = Histogram("coredns_kubernetes_dns_programming_duration_seconds", "Histogram of the time (in seconds) it took to program a dns instance.",
+                                     ["service_kind"], buckets=PROGRAMMING_BUCKETS, registry=REGISTRY)
+secondary_annotation_errors = Counter("dnsd_secondary_annotation_errors", "Pod network-status annotations that could not be used, by reason.",
+                                      ["reason"], registry=REGISTRY)
+watch_events = Counter("dnsd_kubernetes_watch_events", "Watch events received from the API server.",
+                       ["resource", "type"], registry=REGISTRY)
+relists = Counter("dnsd_kubernetes_relists", "Full lists of a resource (start-up, 410 Gone, errors).",
+                  ["resource", "reason"], registry=REGISTRY)
+watch_errors = Counter("dnsd_kubernetes_watch_errors", "Failed list or watch requests to the API server.",
+                       ["resource"], registry=REGISTRY)
+
+# --- others ---
+health_request_duration = Histogram("coredns_health_request_duration_seconds", "Histogram of the time (in seconds) each request took.",
+                                    buckets=TIME_BUCKETS, registry=REGISTRY)
+health_request_failures = Counter("coredns_health_request_failures", "The number of times the health check failed.", registry=REGISTRY)
+reload_failed = Counter("coredns_reload_failed", "Counter of the number of failed reload attempts.", registry=REGISTRY)
+reload_version_info = Gauge("coredns_reload_version_info", "A metric with a constant '1' value labeled by hash, and value which type of hash generated.",
+                            ["hash", "value"], registry=REGISTRY)
+hosts_entries = Gauge("coredns_hosts_entries", "The combined number of entries in hosts and Corefile.", registry=REGISTRY)
+hosts_reload_timestamp = Gauge("coredns_hosts_reload_timestamp_seconds", "The timestamp of the last reload of hosts file.", registry=REGISTRY)
+autopath_success = Counter("coredns_autopath_success", "Counter of requests that did autopath.", ["server"], registry=REGISTRY)

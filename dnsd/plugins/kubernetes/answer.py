@@ -1,0 +1,334 @@
+"""CoreDNS's kubernetes answers as a pure function of (query, index, options).
+
+``answer()`` returns a ``Result``; the plugin turns it into a message (adding the SOA, handling
+fallthrough, the pre-sync SERVFAIL and CNAME chasing through the server).  See
+``../shared/reference/coredns_kubernetes.md`` §4–§9 for the rules implemented here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dnslib import AAAA, CNAME, NS, PTR, QTYPE, RR, SRV, TXT, A
+
+from dnsd.plugins.kubernetes.index import Address, Index, ServiceView
+from dnsd.plugins.kubernetes.names import (
+    Parsed,
+    Shape,
+    ip_family,
+    parse,
+    pod_label_to_ip,
+    relative_labels,
+    reverse_to_ip,
+)
+
+NOERROR, NXDOMAIN, REFUSED = 0, 3, 5
+DNS_SCHEMA_VERSION = "1.1.0"
+DNS_VERSION_TTL = 28800
+
+
+@dataclass
+class Options:
+    """The answer-relevant part of the plugin's configuration."""
+
+    primary_zone: str = "cluster.local."
+    ttl: int = 5
+    pods: str = "disabled"  # disabled | insecure | verified
+    namespaces: frozenset[str] = frozenset()
+    ignore_empty_service: bool = False
+    noendpoints: bool = False
+    net_names: bool = False
+    local_ips: tuple[str, ...] = ()
+    # Secondary-network pod records: (ns, ip) -> count, consulted in `pods verified` mode.
+    extra_pod_ips: dict[tuple[str, str], int] | None = None
+
+
+@dataclass
+class Result:
+    rcode: int = NOERROR
+    answer: list[RR] = field(default_factory=list)
+    additional: list[RR] = field(default_factory=list)
+    soa: bool = False  # put the zone's SOA in authority (negative answers)
+    soa_answer: bool = False  # the SOA is the answer (apex SOA query)
+    chase: str = ""  # ExternalName target outside the zone to resolve through the server
+    chase_cname: RR | None = None
+
+    @property
+    def name_error(self) -> bool:
+        return self.rcode == NXDOMAIN
+
+
+class NameError_(Exception):
+    """The name does not exist (NXDOMAIN)."""
+
+
+# An entry of a name's record set: an address, optionally with a port and SRV target.
+@dataclass(frozen=True, slots=True)
+class Entry:
+    ip: str
+    port: int = -1
+    target: str = ""  # relative SRV target ("web.demo.svc"); zone appended at answer time
+
+
+def nodata() -> Result:
+    return Result(soa=True)
+
+
+def nxdomain() -> Result:
+    return Result(rcode=NXDOMAIN, soa=True)
+
+
+def answer(ix: Index, opt: Options, qname: str, qtype: int, zone: str) -> Result:
+    """Answer ``qname`` (as the client spelled it) of ``qtype`` inside the plugin zone ``zone``."""
+    lower = qname.lower()
+    labels = relative_labels(lower, zone)
+    if labels is None:
+        return nxdomain()
+    zone_spelled = qname[len(qname) - len(zone):] if zone != "." else "."
+    if qtype in (QTYPE.AXFR, QTYPE.IXFR):
+        return Result(rcode=REFUSED)
+    if labels and qtype == QTYPE.PTR:
+        ip = reverse_to_ip(lower)
+        if ip is not None:
+            return _ptr(ix, opt, qname, ip)
+    parsed = parse(labels, opt.net_names)
+    if parsed.shape is Shape.APEX:
+        return _apex(ix, opt, qname, qtype, zone_spelled)
+    if qtype == QTYPE.SOA:
+        return nodata()  # SOA below the apex: always NODATA, even for names that do not exist
+    if qtype == QTYPE.TXT and labels == ["dns-version"]:
+        return Result(answer=[RR(qname, QTYPE.TXT, ttl=DNS_VERSION_TTL, rdata=TXT(DNS_SCHEMA_VERSION))])
+    try:
+        entries, view = _records(ix, opt, parsed)
+    except NameError_:
+        return nxdomain()
+    if qtype == QTYPE.TXT:
+        if parsed.shape is Shape.NS_DNS or not (entries or (view and view.svc.kind == "ExternalName")):
+            return nxdomain()
+        return nodata()
+    if view is not None and view.svc.kind == "ExternalName":
+        return _external(ix, opt, qname, qtype, zone, zone_spelled, view)
+    if qtype in (QTYPE.A, QTYPE.AAAA):
+        family = 4 if qtype == QTYPE.A else 6
+        ips = dict.fromkeys(e.ip for e in entries if e.ip and ip_family(e.ip) == family)
+        if not ips:
+            return nodata()
+        rtype, cls = (QTYPE.A, A) if family == 4 else (QTYPE.AAAA, AAAA)
+        return Result(answer=[RR(qname, rtype, ttl=opt.ttl, rdata=cls(ip)) for ip in ips])
+    if qtype == QTYPE.SRV and parsed.shape in (Shape.SERVICE, Shape.ENDPOINT, Shape.PORT):
+        return _srv(opt, qname, entries, zone_spelled)
+    return nodata()
+
+
+def _apex(ix: Index, opt: Options, qname: str, qtype: int, zone_spelled: str) -> Result:
+    if qtype == QTYPE.SOA:
+        return Result(soa_answer=True)
+    if qtype == QTYPE.NS:
+        res = Result()
+        seen: set[str] = set()
+        for name, ips in ns_records(ix, opt):
+            target = f"{name}.{zone_spelled}" if zone_spelled != "." else f"{name}."
+            if name not in seen:
+                seen.add(name)
+                res.answer.append(RR(qname, QTYPE.NS, ttl=opt.ttl, rdata=NS(target)))
+            res.additional.extend(_address_rr(target, ip, opt.ttl) for ip in ips)
+        return res
+    if qtype == QTYPE.TXT:
+        return nxdomain()
+    return nodata()
+
+
+def ns_records(ix: Index, opt: Options) -> list[tuple[str, list[str]]]:
+    """NS discovery: (relative name, addresses) for the services that front this server."""
+    found: list[tuple[str, list[str]]] = []
+    for ip in opt.local_ips:
+        for (label, svc, ns) in ix.endpoint_owners.get(ip, {}):
+            view = ix.views.get((ns, svc))
+            if view is None:
+                continue
+            if view.svc.kind == "ClusterIP" and view.svc.cluster_ips:
+                found.append((f"{svc}.{ns}.svc", list(view.svc.cluster_ips)))
+            elif view.headless:
+                found.append((f"{label}.{svc}.{ns}.svc", [ip]))
+    if not found and opt.local_ips:
+        found.append(("ns.dns", list(opt.local_ips)))
+    return found
+
+
+def _exposed(ix: Index, opt: Options, ns: str) -> bool:
+    return (not opt.namespaces or ns in opt.namespaces) and ns in ix.namespaces
+
+
+def _records(ix: Index, opt: Options, p: Parsed) -> tuple[list[Entry], ServiceView | None]:
+    """The record set behind a name; raises NameError_ for NXDOMAIN."""
+    shape = p.shape
+    if shape is Shape.INVALID:
+        raise NameError_
+    if shape is Shape.NS_DNS:
+        return [Entry(ip) for ip in opt.local_ips], None
+    if shape is Shape.TYPE_ONLY:
+        return [], None
+    if not _exposed(ix, opt, p.namespace):
+        raise NameError_
+    if shape is Shape.NAMESPACE:
+        return [], None
+    if shape is Shape.POD_NAMESPACE:
+        if opt.pods == "disabled":
+            raise NameError_
+        return [], None
+    if shape is Shape.POD:
+        return [Entry(_pod_ip(ix, opt, p))], None
+    view = ix.views.get((p.namespace, p.service))
+    if view is None:
+        raise NameError_
+    svc = view.svc
+    if svc.kind == "ExternalName":
+        if shape is not Shape.SERVICE:
+            raise NameError_
+        return [], view
+    if shape is Shape.NET:
+        from dnsd.plugins.kubernetes.secondary import net_entries
+
+        return net_entries(ix, view, p), view
+    if opt.noendpoints:
+        addresses: list[Address] = []
+    else:
+        addresses = view.addresses
+    if shape is Shape.ENDPOINT:
+        matched = [] if opt.noendpoints else view.by_label.get(p.endpoint, [])
+        if not matched:
+            raise NameError_
+        return [Entry(a.ip, port[2], _ep_target(a, p)) for a in matched for port in a.ports], view
+    if view.headless:
+        if not addresses:
+            raise NameError_
+        entries = [Entry(a.ip, port[2], _ep_target(a, p), ) for a in addresses for port in a.ports
+                   if _port_matches(port, p)]
+    else:
+        if opt.ignore_empty_service and not addresses:
+            raise NameError_
+        target = f"{svc.name}.{svc.namespace}.svc"
+        entries = [Entry(ip, port[2], target) for ip in svc.cluster_ips for port in svc.ports
+                   if _port_matches(port, p)]
+    if shape is Shape.PORT and not entries:
+        raise NameError_
+    return entries, view
+
+
+def _ep_target(a: Address, p: Parsed) -> str:
+    return f"{a.label}.{p.service}.{p.namespace}.svc"
+
+
+def _port_matches(port: tuple[str, str, int], p: Parsed) -> bool:
+    if p.shape is not Shape.PORT:
+        return True
+    return port[0].lower() == p.port and port[1] == p.protocol
+
+
+def _pod_ip(ix: Index, opt: Options, p: Parsed) -> str:
+    if opt.pods == "disabled":
+        raise NameError_
+    ip = pod_label_to_ip(p.endpoint)
+    if ip is None:
+        raise NameError_
+    if opt.pods == "verified":
+        key = (p.namespace, ip)
+        if key not in ix.pod_ips and not (opt.extra_pod_ips and key in opt.extra_pod_ips):
+            raise NameError_
+    return ip
+
+
+def _srv(opt: Options, qname: str, entries: list[Entry], zone_spelled: str) -> Result:
+    if not entries:
+        return nodata()
+    weight = max(1, 100 // len(entries))
+    res = Result()
+    seen_srv: set[tuple[str, int]] = set()
+    seen_glue: set[tuple[str, str]] = set()
+    for e in entries:
+        if e.port == -1:
+            continue
+        target = f"{e.target}.{zone_spelled}"
+        if (e.target, e.port) not in seen_srv:
+            seen_srv.add((e.target, e.port))
+            res.answer.append(RR(qname, QTYPE.SRV, ttl=opt.ttl, rdata=SRV(0, weight, e.port, target)))
+        if (e.target, e.ip) not in seen_glue:
+            seen_glue.add((e.target, e.ip))
+            res.additional.append(_address_rr(target, e.ip, opt.ttl))
+    if not res.answer:
+        return nodata()
+    return res
+
+
+def _address_rr(owner: str, ip: str, ttl: int) -> RR:
+    if ip_family(ip) == 6:
+        return RR(owner, QTYPE.AAAA, ttl=ttl, rdata=AAAA(ip))
+    return RR(owner, QTYPE.A, ttl=ttl, rdata=A(ip))
+
+
+def _external(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_spelled: str,
+              view: ServiceView) -> Result:
+    target = view.svc.external_name.rstrip(".").lower() + "."
+    if _is_ip(target[:-1]) or target == ".":
+        return nxdomain()  # an IP-literal externalName is ignored
+    cname = RR(qname, QTYPE.CNAME, ttl=opt.ttl, rdata=CNAME(target))
+    if qtype == QTYPE.CNAME:
+        return Result(answer=[cname])
+    if qtype not in (QTYPE.A, QTYPE.AAAA):
+        return nodata()
+    if target == qname.lower():
+        return nodata()  # a CNAME to itself is skipped
+    if target == zone or target.endswith("." + zone):
+        return _chase_internal(ix, opt, cname, target, qtype, zone, zone_spelled)
+    return Result(answer=[cname], chase=target, chase_cname=cname)
+
+
+def _chase_internal(ix: Index, opt: Options, cname: RR, target: str, qtype: int, zone: str,
+                    zone_spelled: str, hops: int = 0) -> Result:
+    """Follow an ExternalName pointing inside the zone (up to 10 hops)."""
+    chained = [cname]
+    name = target
+    for _ in range(10):
+        res = answer(ix, opt, name, qtype, zone)
+        if res.chase_cname is not None:  # another ExternalName pointing outside
+            return Result(answer=chained + [res.chase_cname], chase=res.chase, chase_cname=cname)
+        cnames = [rr for rr in res.answer if rr.rtype == QTYPE.CNAME]
+        if res.answer and not cnames:
+            return Result(answer=chained + res.answer)
+        if not cnames:
+            return nodata()  # an unresolvable in-zone target drops the CNAME
+        chained.append(cnames[0])
+        name = str(cnames[0].rdata.label).lower()
+        if not (name == zone or name.endswith("." + zone)):
+            return Result(answer=chained, chase=name, chase_cname=cname)
+    return nodata()
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _ptr(ix: Index, opt: Options, qname: str, ip: str) -> Result:
+    zone = opt.primary_zone
+    for ns, name in ix.cluster_ip_owners.get(ip, ()):
+        if opt.namespaces and ns not in opt.namespaces:
+            continue
+        return Result(answer=[RR(qname, QTYPE.PTR, ttl=opt.ttl, rdata=PTR(f"{name}.{ns}.svc.{zone}"))])
+    rrs = []
+    for (label, svc, ns) in ix.endpoint_owners.get(ip, {}):
+        if opt.namespaces and ns not in opt.namespaces:
+            continue
+        rrs.append(RR(qname, QTYPE.PTR, ttl=opt.ttl, rdata=PTR(f"{label}.{svc}.{ns}.svc.{zone}")))
+    if not rrs:
+        from dnsd.plugins.kubernetes.secondary import secondary_ptr
+
+        rrs = secondary_ptr(ix, opt, qname, ip)
+    if rrs:
+        return Result(answer=rrs)
+    return nxdomain()

@@ -1,0 +1,136 @@
+"""The cluster name grammar as pure functions: query names to parsed shapes, IPs to labels.
+
+Everything here is case-insensitive input (callers pass lower-case names) and does no I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Shape(Enum):
+    APEX = "apex"
+    NS_DNS = "ns.dns"  # ns.dns.<zone>
+    TYPE_ONLY = "type-only"  # svc.<zone> / pod.<zone>
+    NAMESPACE = "namespace"  # <ns>.svc.<zone>
+    POD_NAMESPACE = "pod-namespace"  # <ns>.pod.<zone>
+    SERVICE = "service"  # <svc>.<ns>.svc.<zone>
+    ENDPOINT = "endpoint"  # <ep>.<svc>.<ns>.svc.<zone>
+    PORT = "port"  # _<port>._<proto>.<svc>.<ns>.svc.<zone>
+    POD = "pod"  # [anything.]<dashed-ip>.<ns>.pod.<zone>
+    NET = "net"  # <net>._net.<svc>... and <host>.<net>._net.<svc>... (secondary networks)
+    INVALID = "invalid"  # a name error (NXDOMAIN)
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    shape: Shape
+    namespace: str = ""
+    service: str = ""
+    endpoint: str = ""  # endpoint label, pod label, or hostname under _net
+    port: str = ""  # port name without leading underscore
+    protocol: str = ""  # protocol without leading underscore
+    network: str = ""  # NAD name under _net
+
+
+INVALID = Parsed(Shape.INVALID)
+
+
+def relative_labels(qname_lower: str, zone: str) -> list[str] | None:
+    """The labels of ``qname_lower`` left of ``zone`` (both fully qualified), or None."""
+    if zone == ".":
+        rest = qname_lower[:-1]
+    elif qname_lower == zone:
+        return []
+    elif qname_lower.endswith("." + zone):
+        rest = qname_lower[: -len(zone) - 1]
+    else:
+        return None
+    return rest.split(".") if rest else []
+
+
+def parse(labels: list[str], net_names: bool = False) -> Parsed:
+    """Parse the labels left of the zone (CoreDNS reads them right to left)."""
+    n = len(labels)
+    if n == 0:
+        return Parsed(Shape.APEX)
+    if labels == ["ns", "dns"]:
+        return Parsed(Shape.NS_DNS)
+    kind = labels[-1]
+    if kind not in ("svc", "pod"):
+        return INVALID
+    if n == 1:
+        return Parsed(Shape.TYPE_ONLY)
+    ns = labels[-2]
+    if n == 2:
+        return Parsed(Shape.NAMESPACE if kind == "svc" else Shape.POD_NAMESPACE, namespace=ns)
+    if kind == "pod":
+        # Labels left of the pod label are ignored, as CoreDNS does.
+        return Parsed(Shape.POD, namespace=ns, endpoint=labels[-3])
+    svc = labels[-3]
+    left = labels[:-3]
+    if not left:
+        return Parsed(Shape.SERVICE, namespace=ns, service=svc)
+    if len(left) == 1:
+        return Parsed(Shape.ENDPOINT, namespace=ns, service=svc, endpoint=left[0])
+    if net_names and left[-1] == "_net" and len(left) in (2, 3):
+        host = left[0] if len(left) == 3 else ""
+        return Parsed(Shape.NET, namespace=ns, service=svc, endpoint=host, network=left[-2])
+    if len(left) == 2:
+        port, proto = left
+        return Parsed(Shape.PORT, namespace=ns, service=svc,
+                      port=port[1:] if port.startswith("_") else port,
+                      protocol=proto[1:] if proto.startswith("_") else proto)
+    return INVALID
+
+
+def dashed_ip(ip: str) -> str:
+    """CoreDNS's endpoint label for an address: dots or colons become dashes."""
+    if ":" in ip:
+        label = ip.replace(":", "-")
+        return label + "0" if label.endswith("-") else label
+    return ip.replace(".", "-")
+
+
+def pod_label_to_ip(label: str) -> str | None:
+    """The IP a pod label stands for (``10-0-0-1``, ``fd00--1``), or None if it is none."""
+    if label.count("-") == 3 and "--" not in label:
+        text = label.replace("-", ".")
+        try:
+            return str(ipaddress.IPv4Address(text))  # rejects leading zeros, like Go
+        except ValueError:
+            return None
+    try:
+        return str(ipaddress.IPv6Address(label.replace("-", ":")))
+    except ValueError:
+        return None
+
+
+def reverse_to_ip(qname_lower: str) -> str | None:
+    """The address a full reverse name stands for, or None for partial/other names."""
+    if qname_lower.endswith(".in-addr.arpa."):
+        parts = qname_lower[: -len(".in-addr.arpa.")].split(".")
+        if len(parts) != 4:
+            return None
+        try:
+            return str(ipaddress.IPv4Address(".".join(reversed(parts))))
+        except ValueError:
+            return None
+    if qname_lower.endswith(".ip6.arpa."):
+        nibbles = qname_lower[: -len(".ip6.arpa.")].split(".")
+        if len(nibbles) != 32 or any(len(x) != 1 or x not in "0123456789abcdef" for x in nibbles):
+            return None
+        hexstr = "".join(reversed(nibbles))
+        return str(ipaddress.IPv6Address(int(hexstr, 16)))
+    return None
+
+
+def is_reverse_zone(zone: str) -> bool:
+    return zone.endswith("in-addr.arpa.") or zone.endswith("ip6.arpa.")
+
+
+def ip_family(ip: str) -> int:
+    """4 or 6."""
+    return 6 if ":" in ip else 4

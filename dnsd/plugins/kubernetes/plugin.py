@@ -1,0 +1,310 @@
+"""The ``kubernetes`` plugin: watches the API and answers the cluster zones.
+
+Setup syntax is in ``setup.py``; the answer rules are in ``answer.py`` (pure); the watching is
+in ``reflector.py`` (threads) feeding ``index.py`` (event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from dnslib import QTYPE, RCODE, DNSRecord
+
+from dnsd import __version__
+from dnsd.chain import Next, SetupContext
+from dnsd.chain import Plugin as Base
+from dnsd.corefile.ast import Directive
+from dnsd.plugins.kubernetes import objects
+from dnsd.plugins.kubernetes.answer import REFUSED, Options, answer
+from dnsd.plugins.kubernetes.index import Index
+from dnsd.plugins.kubernetes.reflector import RateLimiter, Reflector
+from dnsd.plugins.kubernetes.setup import Config, parse_config
+from dnsd.request import Request, make_reply, soa_rr
+
+log = logging.getLogger("dnsd")
+
+POD_FIELD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"
+CHASE_DEPTH = "kubernetes.chase"
+
+
+def make_api_client(cfg: Config) -> Any:
+    """A kubernetes ApiClient for the configured endpoint, kubeconfig or in-cluster account."""
+    from kubernetes import client, config
+
+    conf = client.Configuration()
+    if cfg.kubeconfig:
+        config.load_kube_config(config_file=cfg.kubeconfig, context=cfg.context or None,
+                                client_configuration=conf)
+    elif cfg.endpoint:
+        conf.host = cfg.endpoint.rstrip("/")
+        if cfg.tls:
+            conf.cert_file, conf.key_file, conf.ssl_ca_cert = cfg.tls
+    else:
+        try:
+            config.load_incluster_config(client_configuration=conf)
+        except config.ConfigException as exc:
+            raise RuntimeError(
+                f"plugin/kubernetes: no 'endpoint' or 'kubeconfig' set and not running in a cluster: {exc}"
+            ) from None
+    conf.connection_pool_maxsize = 8
+    api = client.ApiClient(conf)
+    api.user_agent = f"dnsd/{__version__}"
+    return api
+
+
+def local_addresses(hosts: list[str] | None) -> tuple[str, ...]:
+    """This server's non-loopback addresses: the bind addresses, else every interface's."""
+    from dnsd.plugins.bind import interface_addresses
+
+    if hosts and any(h for h in hosts):
+        candidates = [h for h in hosts if h]
+    else:
+        candidates = []
+        for _, name in socket.if_nameindex():
+            candidates.extend(interface_addresses(name))
+    out = []
+    for ip in candidates:
+        if ip.startswith("127.") or ip == "::1" or ip in ("0.0.0.0", "::"):
+            continue
+        out.append(ip)
+    return tuple(dict.fromkeys(out))
+
+
+class Plugin(Base):
+    name: ClassVar[str] = "kubernetes"
+    reports_readiness: ClassVar[bool] = True
+
+    def __init__(self, cfg: Config, ctx: SetupContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.zones = sorted(cfg.zones, key=len, reverse=True)
+        self.index = Index(endpoint_pod_names=cfg.endpoint_pod_names)
+        self.opts = Options(
+            primary_zone=cfg.primary_zone, ttl=cfg.ttl, pods=cfg.pods,
+            namespaces=frozenset(cfg.namespaces), ignore_empty_service=cfg.ignore_empty_service,
+            noendpoints=cfg.noendpoints,
+        )
+        self.secondary: Any = None
+        if cfg.secondary is not None:
+            from dnsd.plugins.kubernetes.secondary import Secondary
+
+            self.secondary = Secondary(cfg.secondary, self.index, self.opts)
+        self.reflectors: list[Reflector] = []
+        self._pending: set[str] = set()  # resources whose first list has not reached the index
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.endpoints_api = "discovery.k8s.io/v1"
+        self.started_at = 0.0
+
+    @classmethod
+    def setup(cls, directives: list[Directive], ctx: SetupContext) -> Plugin:
+        return cls(parse_config(directives[0], ctx.zones), ctx)
+
+    # --- life ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        bind = self.ctx.plugins.get("bind")
+        self.opts.local_ips = local_addresses(getattr(bind, "hosts", None))
+        api = await self._loop.run_in_executor(None, make_api_client, self.cfg)
+        self._make_reflectors(api)
+        for r in self.reflectors:
+            r.start()
+        await self._wait_for_sync()
+
+    def _make_reflectors(self, api: Any) -> None:
+        from kubernetes import client
+
+        core = client.CoreV1Api(api)
+        cfg = self.cfg
+        limiter = RateLimiter(cfg.qps, cfg.burst) if cfg.qps > 0 else None
+        inflight = threading.BoundedSemaphore(cfg.max_inflight) if cfg.max_inflight else None
+        common: dict[str, Any] = {"limiter": limiter, "inflight": inflight}
+
+        def add(resource: str, call: Callable[..., Any], convert: Callable[[dict[str, Any]], Any],
+                **kw: Any) -> None:
+            self._pending.add(resource)
+            self.reflectors.append(Reflector(resource, call, convert, self._sink, **common, **kw))
+
+        add("services", core.list_service_for_all_namespaces, objects.service, label_selector=cfg.labels)
+        add("namespaces", core.list_namespace, objects.namespace, label_selector=cfg.namespace_labels)
+        if not cfg.noendpoints:
+            add("endpoints", self._endpoints_api_picker(api), self._convert_endpoints,
+                label_selector=cfg.labels, resolve_call=True)
+        if cfg.pods == "verified" or self.secondary is not None:
+            keep = self.secondary.annotation_keys() if self.secondary is not None else ()
+
+            def convert_pod(obj: dict[str, Any]) -> Any:
+                return objects.pod(obj, keep)
+
+            add("pods", core.list_pod_for_all_namespaces, convert_pod,
+                label_selector=cfg.labels, field_selector=POD_FIELD_SELECTOR)
+
+    def _endpoints_api_picker(self, api: Any) -> Callable[[], Callable[..., Any]]:
+        """Discovery, run in the reflector thread: EndpointSlices if served, else Endpoints."""
+        from kubernetes import client
+
+        def pick() -> Callable[..., Any]:
+            groups = client.ApisApi(api).get_api_versions()
+            for group in groups.groups or []:
+                if group.name == "discovery.k8s.io" and any(v.version == "v1" for v in group.versions):
+                    self.endpoints_api = "discovery.k8s.io/v1"
+                    return client.DiscoveryV1Api(api).list_endpoint_slice_for_all_namespaces
+            self.endpoints_api = "v1/endpoints"
+            log.warning("[WARNING] plugin/kubernetes: discovery.k8s.io/v1 is not served; "
+                        "falling back to core/v1 Endpoints")
+            return client.CoreV1Api(api).list_endpoints_for_all_namespaces
+
+        return pick
+
+    def _convert_endpoints(self, obj: dict[str, Any]) -> Any:
+        if self.endpoints_api == "v1/endpoints":
+            return objects.endpoints_object(obj)
+        return objects.endpoint_slice(obj)
+
+    async def _wait_for_sync(self) -> None:
+        deadline = time.monotonic() + self.cfg.startup_timeout
+        while not self.synced() and time.monotonic() < deadline:
+            log.info("[INFO] plugin/kubernetes: waiting for Kubernetes API before starting server")
+            await asyncio.sleep(min(0.5, max(0.01, deadline - time.monotonic())))
+            if self.synced():
+                break
+        if not self.synced():
+            log.warning("[WARNING] plugin/kubernetes: starting server with unsynced Kubernetes API")
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        reflectors, self.reflectors = self.reflectors, []
+        if reflectors:
+            await loop.run_in_executor(None, lambda: [r.stop() for r in reflectors])
+
+    # --- events (posted from reflector threads) ----------------------------------------------
+    def _sink(self, resource: str, op: str, payload: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._apply, resource, op, payload)
+        except RuntimeError:  # loop closed while stopping
+            pass
+
+    def _apply(self, resource: str, op: str, payload: Any) -> None:
+        ix = self.index
+        kind = "endpointslices" if resource == "endpoints" else resource
+        if op == "replace":
+            ix.replace(kind, payload)
+            self._pending.discard(resource)
+            return
+        etype, obj = payload
+        if kind == "services":
+            ix.delete_service(obj.key) if etype == "DELETED" else ix.set_service(obj)
+        elif kind == "endpointslices":
+            if etype == "DELETED":
+                ix.delete_slice(obj.key)
+            else:
+                ix.set_slice(obj)
+                _observe_programming(obj, ix)
+        elif kind == "pods":
+            ix.delete_pod(obj.key) if etype == "DELETED" else ix.set_pod(obj)
+        elif kind == "namespaces":
+            ix.delete_namespace(obj.key) if etype == "DELETED" else ix.set_namespace(obj)
+
+    def synced(self) -> bool:
+        return bool(self.reflectors) and not self._pending
+
+    def ready(self) -> bool:
+        return self.synced()
+
+    # --- queries -----------------------------------------------------------------------------
+    def zone_for(self, qname_lower: str) -> str | None:
+        for zone in self.zones:
+            if zone == "." or qname_lower == zone or qname_lower.endswith("." + zone):
+                return zone
+        return None
+
+    def _falls_through(self, qname_lower: str) -> bool:
+        ft = self.cfg.fallthrough
+        if ft is None:
+            return False
+        return not ft or any(z == "." or qname_lower == z or qname_lower.endswith("." + z) for z in ft)
+
+    async def serve(self, req: Request, next_: Next) -> DNSRecord | None:
+        zone = self.zone_for(req.qname_lower)
+        if zone is None:
+            return await next_(req)
+        res = answer(self.index, self.opts, req.qname, req.qtype, zone)
+        if res.rcode == REFUSED:
+            return make_reply(req, rcode=RCODE.REFUSED, aa=False)
+        if res.name_error and self._falls_through(req.qname_lower):
+            return await next_(req)
+        rcode = res.rcode
+        if res.name_error and not self.synced():
+            rcode = RCODE.SERVFAIL
+        reply = make_reply(req, rcode=rcode)
+        if res.chase:
+            chased = await self._chase(req, res.chase)
+            if chased is None:
+                res.answer, res.soa = [], True  # the target failed: drop the CNAME
+            else:
+                res.answer = res.answer + chased.rr
+                if chased.header.tc:
+                    reply.header.tc = 1
+        zone_spelled = req.qname[len(req.qname) - len(zone):] if zone != "." else "."
+        if res.soa_answer:
+            reply.add_answer(self.soa(zone_spelled))
+        for rr in res.answer:
+            reply.add_answer(rr)
+        for rr in res.additional:
+            reply.add_ar(rr)
+        if res.soa or (not res.answer and not res.soa_answer):
+            reply.add_auth(self.soa(zone_spelled))
+        return reply
+
+    def soa(self, zone_spelled: str) -> Any:
+        ttl = self.cfg.ttl
+        return soa_rr(zone_spelled, min(ttl, 300), f"ns.dns.{zone_spelled}".replace("..", "."),
+                      f"hostmaster.{zone_spelled}".replace("..", "."), self.index.serial & 0xFFFFFFFF,
+                      7200, 1800, 86400, ttl)
+
+    async def _chase(self, req: Request, target: str) -> DNSRecord | None:
+        """Resolve an ExternalName target through the whole server (cache, forward...)."""
+        depth = int(req.meta.get(CHASE_DEPTH, 0))
+        if depth >= 8 or req.engine is None:
+            return None
+        sub = req.with_name(target, req.qtype)
+        sub.meta = {CHASE_DEPTH: depth + 1}
+        sub.on_done = None
+        try:
+            reply = await req.engine.resolve(sub)
+        except Exception:  # noqa: BLE001
+            log.exception("[ERROR] plugin/kubernetes: resolving %s", target)
+            return None
+        if reply is None or reply.header.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN):
+            return None
+        return reply
+
+
+def _observe_programming(sl: objects.Slice, ix: Index) -> None:
+    """coredns_kubernetes_dns_programming_duration_seconds from the slice's trigger time."""
+    if not sl.trigger_time:
+        return
+    from datetime import datetime
+
+    from dnsd import metrics
+
+    try:
+        then = datetime.fromisoformat(sl.trigger_time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return
+    view = ix.views.get((sl.namespace, sl.service))
+    if view is None:
+        return
+    kind = "headless_with_selector" if view.headless else "cluster_ip"
+    metrics.dns_programming_duration.labels(kind).observe(max(0.0, time.time() - then))
+
+
+__all__ = ["Plugin", "QTYPE"]

@@ -1,0 +1,176 @@
+"""The sans-IO core: query bytes (or a parsed query) in, response bytes out.
+
+No sockets here.  A listener hands every datagram or TCP frame to ``Engine.handle`` and sends
+back whatever it returns (``None`` means: drop silently).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSRecord
+
+from dnsd.chain import Next, Plugin
+from dnsd.request import Request, error_reply, header_only_reply, make_reply
+
+log = logging.getLogger("dnsd")
+
+CLASS_IN = 1
+MAX_TCP = 65535
+BADVERS = 16
+
+
+@dataclass
+class Block:
+    """One server block as the engine routes to it."""
+
+    zones: list[str]
+    handler: Next
+    plugins: list[Plugin] = field(default_factory=list)
+    server: str = "dns://:53"
+
+
+class Engine:
+    """Routes queries for one listening port to the server block with the longest zone."""
+
+    def __init__(self, blocks: Sequence[Block]) -> None:
+        self.blocks = list(blocks)
+        self._by_zone: dict[str, Block] = {}
+        for block in self.blocks:
+            for zone in block.zones:
+                self._by_zone.setdefault(zone, block)
+
+    def route(self, qname_lower: str) -> tuple[str, Block] | None:
+        """The (zone, block) whose zone is the longest suffix of the name, or None."""
+        name = qname_lower if qname_lower.endswith(".") else qname_lower + "."
+        while True:
+            block = self._by_zone.get(name)
+            if block is not None:
+                return name, block
+            if name == ".":
+                return None
+            dot = name.find(".")
+            name = name[dot + 1 :] or "."
+
+    async def handle(
+        self, data: bytes, client_ip: str = "127.0.0.1", client_port: int = 0,
+        proto: str = "udp", local_ip: str = "", local_port: int = 0,
+    ) -> bytes | None:
+        """Answer one query packet; None when the packet must be dropped."""
+        try:
+            query = DNSRecord.parse(data)
+        except Exception:  # dnslib raises several types on malformed input
+            return header_only_reply(data, RCODE.FORMERR)
+        h = query.header
+        if h.qr:
+            return None  # never answer responses
+        if h.opcode != OPCODE.QUERY:
+            return _pack(_header_reply(query, RCODE.NOTIMP), MAX_TCP)
+        if len(query.questions) != 1:
+            return _pack(_header_reply(query, RCODE.FORMERR), MAX_TCP)
+        q = query.questions[0]
+        req = Request(
+            msg=query, qname=_fqdn(str(q.qname)), qtype=q.qtype, qclass=q.qclass,
+            client_ip=client_ip, client_port=client_port, proto=proto,
+            local_ip=local_ip, local_port=local_port, size=len(data), start=time.perf_counter(),
+            engine=self,
+        )
+        opts = [rr for rr in query.ar if rr.rtype == QTYPE.OPT]
+        if len(opts) > 1:
+            return _pack(_header_reply(query, RCODE.FORMERR), MAX_TCP)
+        if opts:
+            opt = opts[0]
+            req.edns = True
+            req.udp_size = max(512, opt.rclass)
+            req.do = bool((opt.ttl >> 15) & 1)
+            version = (opt.ttl >> 16) & 0xFF
+            if version != 0:
+                reply = make_reply(req, rcode=0, aa=False)
+                reply.add_ar(EDNS0(udp_len=req.udp_size, version=0, ext_rcode=BADVERS >> 4))
+                return _pack(reply, MAX_TCP)
+        reply = await self.resolve(req)
+        limit = req.max_udp_size if proto == "udp" else MAX_TCP
+        wire = self.finish(req, reply, limit)
+        if req.on_done:
+            for callback in req.on_done:
+                try:
+                    callback(req, reply, len(wire))
+                except Exception:
+                    log.exception("[ERROR] after-reply hook failed")
+        return wire
+
+    async def resolve(self, req: Request) -> DNSRecord:
+        """Run the plugin chain for a parsed request; always returns a reply."""
+        if req.qclass != CLASS_IN:
+            return error_reply(req, RCODE.REFUSED)
+        routed = self.route(req.qname_lower)
+        if routed is None:
+            return error_reply(req, RCODE.REFUSED)
+        req.zone, block = routed
+        req.server = block.server
+        try:
+            reply = await block.handler(req)
+        except Exception:
+            log.exception("[ERROR] plugin chain failed for %s %s", req.qname, req.type_name)
+            reply = None
+        if reply is None:
+            reply = error_reply(req, RCODE.SERVFAIL)
+        return reply
+
+    def finish(self, req: Request, reply: DNSRecord, limit: int) -> bytes:
+        """Stamp the ID and EDNS onto a reply and pack it within ``limit`` bytes."""
+        reply.header.id = req.msg.header.id
+        reply.header.qr = 1
+        reply.ar = [rr for rr in reply.ar if rr.rtype != QTYPE.OPT]
+        if req.edns:
+            flags = "do" if req.do else ""
+            ext = reply.header.rcode >> 4
+            reply.header.rcode = reply.header.rcode & 0xF
+            reply.add_ar(EDNS0(udp_len=req.udp_size, flags=flags, ext_rcode=ext))
+        return _pack(reply, limit)
+
+
+def _fqdn(name: str) -> str:
+    return name if name.endswith(".") else name + "."
+
+
+def _header_reply(query: DNSRecord, rcode: int) -> DNSRecord:
+    reply = DNSRecord(query.header, q=query.questions[0] if query.questions else None)
+    if not query.questions:
+        reply.questions = []
+    h = reply.header
+    h.qr, h.aa, h.ra, h.tc = 1, 0, 0, 0
+    h.rcode = rcode
+    return reply
+
+
+def _pack(reply: DNSRecord, limit: int) -> bytes:
+    """Pack, truncating to ``limit`` bytes the way miekg/dns does (TC set when answers go)."""
+    data = reply.pack()
+    if len(data) <= limit:
+        return data
+    opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+    reply.ar = opt
+    data = reply.pack()
+    if len(data) <= limit:
+        return data
+    reply.auth = []
+    answers = list(reply.rr)
+    lo, hi = 0, len(answers)
+    while lo < hi:  # the largest prefix of the answers that fits
+        mid = (lo + hi + 1) // 2
+        reply.rr = answers[:mid]
+        if len(reply.pack()) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    reply.rr = answers[:lo]
+    reply.header.tc = 1
+    data = reply.pack()
+    if len(data) > limit:  # even the question does not fit: header alone
+        reply.rr, reply.ar = [], []
+        data = reply.pack()[:limit]
+    return data

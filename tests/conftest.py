@@ -1,0 +1,29 @@
+"""Shared fixtures: a dnsd process started from a Corefile text, stopped after the test."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import Dnsd  # noqa: E402
+
+
+@pytest.fixture
+def dnsd() -> Iterator[Callable[..., Dnsd]]:
+    """``dnsd(corefile_text)`` starts a server ({PORT} in the text is replaced by its port)."""
+    started: list[Dnsd] = []
+
+    def start(corefile: str, **kw: object) -> Dnsd:
+        wait = bool(kw.pop("wait", True))
+        server = Dnsd(corefile, **kw)  # type: ignore[arg-type]
+        started.append(server)
+        return server.start(wait=wait)
+
+    yield start
+    for server in started:
+        server.stop()
