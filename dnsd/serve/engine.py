@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSRecord
+from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSLabel, DNSRecord
 
 from dnsd.chain import Next, Plugin
 from dnsd.request import Request, error_reply, header_only_reply, make_reply
@@ -63,17 +63,39 @@ class Engine:
         try:
             query = DNSRecord.parse(data)
         except Exception:  # dnslib raises several types on malformed input
-            return header_only_reply(data, RCODE.FORMERR)
-        h = query.header
-        if h.qr:
+            # Like miekg/dns, the header's opcode is judged before the body: NOTIMP for an
+            # opcode other than QUERY, FORMERR otherwise (None for <12 bytes or QR=1).
+            notimp = len(data) >= 4 and (data[2] >> 3) & 0xF != OPCODE.QUERY
+            return header_only_reply(data, RCODE.NOTIMP if notimp else RCODE.FORMERR)
+        if query.header.qr:
             return None  # never answer responses
+        try:
+            return await self._answer(query, data, client_ip, client_port, proto, local_ip, local_port)
+        except Exception:  # a bug or an unpackable reply: SERVFAIL rather than silence
+            log.exception("[ERROR] unhandled error answering a %d-byte %s query", len(data), proto)
+            return header_only_reply(data, RCODE.SERVFAIL)
+
+    async def _answer(
+        self, query: DNSRecord, data: bytes, client_ip: str, client_port: int, proto: str,
+        local_ip: str, local_port: int,
+    ) -> bytes | None:
+        h = query.header
         if h.opcode != OPCODE.QUERY:
             return _pack(_header_reply(query, RCODE.NOTIMP), MAX_TCP)
         if len(query.questions) != 1:
             return _pack(_header_reply(query, RCODE.FORMERR), MAX_TCP)
         q = query.questions[0]
+        labels = q.qname.label
+        # dnslib decodes label lengths 64-191 and names over 255 octets; miekg/dns rejects them.
+        if len(b".".join(labels)) > 253 or any(len(label) > 63 for label in labels):
+            return header_only_reply(data, RCODE.FORMERR)  # the question cannot be packed back
+        qname = _fqdn(str(q.qname))
+        if not _round_trips(qname, labels):
+            # A '.' inside a label or non-ASCII bytes: the text form the plugins work with
+            # cannot name it, and a reply built from that text would ask another question.
+            return _pack(_header_reply(query, RCODE.REFUSED), MAX_TCP)
         req = Request(
-            msg=query, qname=_fqdn(str(q.qname)), qtype=q.qtype, qclass=q.qclass,
+            msg=query, qname=qname, qtype=q.qtype, qclass=q.qclass,
             client_ip=client_ip, client_port=client_port, proto=proto,
             local_ip=local_ip, local_port=local_port, size=len(data), start=time.perf_counter(),
             engine=self,
@@ -135,6 +157,14 @@ class Engine:
 
 def _fqdn(name: str) -> str:
     return name if name.endswith(".") else name + "."
+
+
+def _round_trips(qname: str, labels: tuple[bytes, ...]) -> bool:
+    """Does the text form of a name parse back to the same labels (case included)?"""
+    try:
+        return DNSLabel(qname).label == labels
+    except Exception:  # e.g. an empty label ("a..b") is an IDNA error
+        return False
 
 
 def _header_reply(query: DNSRecord, rcode: int) -> DNSRecord:

@@ -27,6 +27,11 @@ class Address:
     ports: tuple[Port, ...]  # the ports of the slice it came from
     pod: str = ""
     pod_namespace: str = ""
+    # "primary": from the slice, answered and reverse-mapped (CoreDNS's only kind);
+    # "secondary": a pod's secondary-network address, answered and reverse-mapped after the
+    # primaries; "ptr": a primary address a bound service no longer answers with, kept only
+    # so its PTR stays as CoreDNS gives it.
+    role: str = "primary"
 
 
 @dataclass(slots=True)
@@ -38,6 +43,7 @@ class ServiceView:
     by_label: dict[str, list[Address]] = field(default_factory=dict)
     endpoint_ips: tuple[str, ...] = ()  # distinct, in order
     pods: frozenset[Key] = frozenset()  # pods named by the service's slices (membership)
+    ptr_only: list[Address] = field(default_factory=list)  # see Address.role
 
     @property
     def headless(self) -> bool:
@@ -77,6 +83,9 @@ class Index:
         self.pod_ips: dict[tuple[str, str], int] = {}  # (ns, ip) -> live pods with that podIP
         self.cluster_ip_owners: dict[str, list[Key]] = {}
         self.endpoint_owners: dict[str, dict[tuple[str, str, str], int]] = {}  # ip -> (label, svc, ns)
+        self.secondary_owners: dict[str, dict[tuple[str, str, str], int]] = {}  # same, secondary IPs
+        # Called with (old, new) pod on every pod change (either may be None).
+        self.pod_hooks: list[Callable[[Pod | None, Pod | None], None]] = []
         self.pod_services: dict[Key, set[Key]] = {}  # pod -> services whose endpoints name it
         self.serial = int(time.time())
         self.version = 0  # bumps on every change that can alter an answer
@@ -163,6 +172,8 @@ class Index:
         if pod.ip:
             k = (pod.namespace, pod.ip)
             self.pod_ips[k] = self.pod_ips.get(k, 0) + 1
+        for hook in self.pod_hooks:
+            hook(old, pod)
         self._pod_touched(pod.key)
         self._changed(bump_serial=old is None or old.ip != pod.ip)
 
@@ -170,6 +181,8 @@ class Index:
         old = self.pods.pop(key, None)
         if old is not None:
             self._unindex_pod(old)
+            for hook in self.pod_hooks:
+                hook(old, None)
             self._pod_touched(key)
             self._changed()
 
@@ -228,7 +241,9 @@ class Index:
             return
         view = ServiceView(svc)
         if svc.kind != "ExternalName":
-            view.addresses = self.address_builder(self, svc, self.slices.get(key, {}).values())
+            built = self.address_builder(self, svc, self.slices.get(key, {}).values())
+            view.addresses = [a for a in built if a.role != "ptr"]
+            view.ptr_only = [a for a in built if a.role == "ptr"]
             for addr in view.addresses:
                 view.by_label.setdefault(addr.label, []).append(addr)
             view.endpoint_ips = tuple(dict.fromkeys(a.ip for a in view.addresses))
@@ -243,8 +258,9 @@ class Index:
         key = view.svc.key
         for ip in view.svc.cluster_ips:
             self.cluster_ip_owners.setdefault(ip, []).append(key)
-        for addr in view.addresses:
-            owners = self.endpoint_owners.setdefault(addr.ip, {})
+        for addr in (*view.addresses, *view.ptr_only):
+            table = self.secondary_owners if addr.role == "secondary" else self.endpoint_owners
+            owners = table.setdefault(addr.ip, {})
             k = (addr.label, key[1], key[0])
             owners[k] = owners.get(k, 0) + 1
         for pod_key in view.pods:
@@ -258,8 +274,9 @@ class Index:
                 owners.remove(key)
                 if not owners:
                     del self.cluster_ip_owners[ip]
-        for addr in view.addresses:
-            owners2 = self.endpoint_owners.get(addr.ip)
+        for addr in (*view.addresses, *view.ptr_only):
+            table = self.secondary_owners if addr.role == "secondary" else self.endpoint_owners
+            owners2 = table.get(addr.ip)
             if owners2 is None:
                 continue
             k = (addr.label, key[1], key[0])
@@ -269,7 +286,7 @@ class Index:
             else:
                 owners2.pop(k, None)
                 if not owners2:
-                    del self.endpoint_owners[addr.ip]
+                    del table[addr.ip]
         for pod_key in view.pods:
             services = self.pod_services.get(pod_key)
             if services is not None:

@@ -67,6 +67,7 @@ class Pod:
     ips: tuple[str, ...]  # status.podIPs
     deleting: bool
     annotations: tuple[tuple[str, str], ...] = ()  # only the ones a feature asked to keep
+    networks: Any = None  # parsed secondary-network attachments (secondary.PodNetworks)
     rv: str = ""
 
     @property

@@ -136,11 +136,7 @@ class Plugin(Base):
             add("endpoints", self._endpoints_api_picker(api), self._convert_endpoints,
                 label_selector=cfg.labels, resolve_call=True)
         if cfg.pods == "verified" or self.secondary is not None:
-            keep = self.secondary.annotation_keys() if self.secondary is not None else ()
-
-            def convert_pod(obj: dict[str, Any]) -> Any:
-                return objects.pod(obj, keep)
-
+            convert_pod = objects.pod if self.secondary is None else self.secondary.convert_pod
             add("pods", core.list_pod_for_all_namespaces, convert_pod,
                 label_selector=cfg.labels, field_selector=POD_FIELD_SELECTOR)
 
