@@ -41,6 +41,15 @@ IMPLEMENTED: dict[str, str] = {
     "hosts": "dnsd.plugins.hosts",
     "file": "dnsd.plugins.file",
     "kubernetes": "dnsd.plugins.kubernetes",
+    "health": "dnsd.plugins.health",
+    "ready": "dnsd.plugins.ready",
+    "prometheus": "dnsd.plugins.prometheus",
+    "reload": "dnsd.plugins.reload",
+    "forward": "dnsd.plugins.forward",
+    "cache": "dnsd.plugins.cache",
+    "loadbalance": "dnsd.plugins.loadbalance",
+    "loop": "dnsd.plugins.loop",
+    "rewrite": "dnsd.plugins.rewrite",
 }
 
 Response = DNSRecord
@@ -58,8 +67,12 @@ class SetupContext:
     # Plugins already set up in this block, by name (set up in PLUGIN_ORDER's reverse, so a
     # plugin can find the ones it wraps, e.g. autopath finds kubernetes).
     plugins: dict[str, Plugin] = field(default_factory=dict)
-    # Process-wide shared objects (metrics registry, servers for health/ready...).
+    # Process-wide shared objects (HTTP listeners, the reload hook...); outlive reloads.
     shared: dict[str, Any] = field(default_factory=dict)
+    # Every plugin of the configuration being built, across blocks (filled as blocks build).
+    runtime_plugins: list[Plugin] = field(default_factory=list)
+    # This block's server labels ("dns://:53") and zones, for metrics.
+    servers: list[str] = field(default_factory=list)
 
 
 class Plugin:
@@ -147,8 +160,14 @@ def compose(plugins: Sequence[Plugin]) -> Next:
 def _link(plugin: Plugin, next_: Next) -> Next:
     serve = plugin.serve
 
+    name = plugin.name
+
     async def handle(req: Request) -> DNSRecord | None:
-        return await serve(req, next_)
+        reply = await serve(req, next_)
+        # The innermost plugin that returned this message wrote it (metrics' "plugin" label).
+        if reply is not None and "plugin" not in reply.__dict__:
+            reply.plugin = name  # type: ignore[attr-defined]
+        return reply
 
     handle.plugin_name = plugin.name  # type: ignore[attr-defined]
     return handle

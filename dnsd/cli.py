@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dnsd import COREDNS_COMPAT, __version__
+from dnsd import COREDNS_COMPAT, __version__, metrics
 from dnsd.chain import IMPLEMENTED
 from dnsd.corefile import CorefileError, parse_file
 from dnsd.serve.runtime import Runtime, Server
@@ -78,9 +78,11 @@ async def serve(conf: str, port: int, runtime: Runtime, quiet: bool, pidfile: st
             new = load_runtime(conf, port, shared)
             await server.reload(new)
         except (CorefileError, OSError) as exc:
+            metrics.reload_failed.inc()
             log.error("[ERROR] Restart failed: %s", exc)
             return False
         except Exception:
+            metrics.reload_failed.inc()
             log.exception("[ERROR] Restart failed")
             return False
         log.info("[INFO] Reloading complete")
@@ -109,6 +111,13 @@ async def serve(conf: str, port: int, runtime: Runtime, quiet: bool, pidfile: st
         print(banner(runtime, server), flush=True)
     shared["shutdown"] = stop.set
     await stop.wait()
+    shared["shutting_down"] = True
+    lameduck = max(shared.get("lameduck", {}).values(), default=0.0)
+    if lameduck > 0:
+        log.info("[INFO] plugin/health: Going into lameduck mode for %gs", lameduck)
+        stop.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), lameduck)  # a second signal cuts it short
     log.info("[INFO] SIGTERM: Shutting down servers then terminating")
     await server.stop()
     if pidfile:

@@ -25,18 +25,6 @@ build_info = Gauge("coredns_build_info", "A metric with a constant '1' value lab
                    ["version", "revision", "goversion"], registry=REGISTRY)
 build_info.labels(COREDNS_COMPAT, f"dnsd-{__version__}", f"python{platform.python_version()}").set(1)
 panics = Counter("coredns_panics", "A metrics that counts the number of panics.", registry=REGISTRY)
-requests = Counter("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.",
-                   ["server", "zone", "view", "proto", "family", "type"], registry=REGISTRY)
-request_duration = Histogram("coredns_dns_request_duration_seconds", "Histogram of the time (in seconds) each request took per zone.",
-                             ["server", "zone", "view"], buckets=TIME_BUCKETS, registry=REGISTRY)
-request_size = Histogram("coredns_dns_request_size_bytes", "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
-                         ["server", "zone", "view", "proto"], buckets=SIZE_BUCKETS, registry=REGISTRY)
-do_requests = Counter("coredns_dns_do_requests", "Counter of DNS requests with DO bit set per zone.",
-                      ["server", "zone", "view"], registry=REGISTRY)
-response_size = Histogram("coredns_dns_response_size_bytes", "Size of the returned response in bytes.",
-                          ["server", "zone", "view", "proto"], buckets=SIZE_BUCKETS, registry=REGISTRY)
-responses = Counter("coredns_dns_responses", "Counter of response status codes.",
-                    ["server", "zone", "view", "rcode", "plugin"], registry=REGISTRY)
 plugin_enabled = Gauge("coredns_plugin_enabled", "A metric that indicates whether a plugin is enabled on per server and zone basis.",
                        ["server", "zone", "view", "name"], registry=REGISTRY)
 
@@ -94,3 +82,106 @@ reload_version_info = Gauge("coredns_reload_version_info", "A metric with a cons
 hosts_entries = Gauge("coredns_hosts_entries", "The combined number of entries in hosts and Corefile.", registry=REGISTRY)
 hosts_reload_timestamp = Gauge("coredns_hosts_reload_timestamp_seconds", "The timestamp of the last reload of hosts file.", registry=REGISTRY)
 autopath_success = Counter("coredns_autopath_success", "Counter of requests that did autopath.", ["server"], registry=REGISTRY)
+
+
+# --- the per-query server metrics, counted in plain dicts -----------------------------------
+# Updating prometheus_client objects costs microseconds per call; the query path instead bumps
+# dictionary entries and this collector turns them into CoreDNS's families at scrape time.
+
+from bisect import bisect_left  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily  # noqa: E402
+from prometheus_client.registry import Collector  # noqa: E402
+
+COMMON_TYPES = frozenset({
+    "A", "AAAA", "AXFR", "ANY", "CNAME", "DNSKEY", "DS", "HINFO", "HTTPS", "IXFR", "MX", "NAPTR",
+    "NS", "NSEC", "NSEC3", "PTR", "RRSIG", "SOA", "SPF", "SRV", "SVCB", "TXT",
+})
+
+
+class _Hist:
+    __slots__ = ("counts", "total")
+
+    def __init__(self, n: int) -> None:
+        self.counts = [0] * (n + 1)
+        self.total = 0.0
+
+
+class QueryStats(Collector):
+    """coredns_dns_* request/response families, filled by the prometheus plugin."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str, str, str], int] = {}
+        self.do: dict[tuple[str, str], int] = {}
+        self.responses: dict[tuple[str, str, str, str], int] = {}
+        self.duration: dict[tuple[str, str], _Hist] = {}
+        self.req_size: dict[tuple[str, str, str], _Hist] = {}
+        self.resp_size: dict[tuple[str, str, str], _Hist] = {}
+
+    def observe(self, server: str, zone: str, proto: str, family: str, qtype: str, do: bool,
+                rcode: str, plugin: str, seconds: float, qsize: int, rsize: int) -> None:
+        if qtype not in COMMON_TYPES:
+            qtype = "other"
+        k = (server, zone, proto, family, qtype)
+        self.requests[k] = self.requests.get(k, 0) + 1
+        if do:
+            self.do[(server, zone)] = self.do.get((server, zone), 0) + 1
+        r = (server, zone, rcode, plugin)
+        self.responses[r] = self.responses.get(r, 0) + 1
+        _observe(self.duration, (server, zone), TIME_BUCKETS, seconds)
+        _observe(self.req_size, (server, zone, proto), SIZE_BUCKETS, qsize)
+        _observe(self.resp_size, (server, zone, proto), SIZE_BUCKETS, rsize)
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        c = CounterMetricFamily("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.",
+                                labels=["server", "zone", "view", "proto", "family", "type"])
+        for (server, zone, proto, family, qtype), n in list(self.requests.items()):
+            c.add_metric([server, zone, "", proto, family, qtype], n)
+        yield c
+        c = CounterMetricFamily("coredns_dns_do_requests", "Counter of DNS requests with DO bit set per zone.",
+                                labels=["server", "zone", "view"])
+        for (server, zone), n in list(self.do.items()):
+            c.add_metric([server, zone, ""], n)
+        yield c
+        c = CounterMetricFamily("coredns_dns_responses", "Counter of response status codes.",
+                                labels=["server", "zone", "view", "rcode", "plugin"])
+        for (server, zone, rcode, plugin), n in list(self.responses.items()):
+            c.add_metric([server, zone, "", rcode, plugin], n)
+        yield c
+        yield _family("coredns_dns_request_duration_seconds", "Histogram of the time (in seconds) each request took per zone.",
+                      ["server", "zone", "view"], self.duration, TIME_BUCKETS, lambda k: [k[0], k[1], ""])
+        yield _family("coredns_dns_request_size_bytes", "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
+                      ["server", "zone", "view", "proto"], self.req_size, SIZE_BUCKETS, lambda k: [k[0], k[1], "", k[2]])
+        yield _family("coredns_dns_response_size_bytes", "Size of the returned response in bytes.",
+                      ["server", "zone", "view", "proto"], self.resp_size, SIZE_BUCKETS, lambda k: [k[0], k[1], "", k[2]])
+
+
+def _observe(table: dict, key: tuple, buckets: tuple, value: float) -> None:  # type: ignore[type-arg]
+    h = table.get(key)
+    if h is None:
+        h = table[key] = _Hist(len(buckets))
+    h.counts[bisect_left(buckets, value)] += 1
+    h.total += value
+
+
+def _family(name: str, doc: str, labels: list[str], table: dict, buckets: tuple,  # type: ignore[type-arg]
+            values: object) -> HistogramMetricFamily:
+    fam = HistogramMetricFamily(name, doc, labels=labels)
+    for key, h in list(table.items()):
+        running, points = 0, []
+        for bound, n in zip(buckets, h.counts, strict=False):
+            running += n
+            points.append((_bound(bound), running))
+        running += h.counts[-1]
+        points.append(("+Inf", running))
+        fam.add_metric(values(key), points, h.total)  # type: ignore[operator]
+    return fam
+
+
+def _bound(value: float) -> str:
+    return repr(float(value))
+
+
+QUERY_STATS = QueryStats()
+REGISTRY.register(QUERY_STATS)

@@ -56,7 +56,7 @@ class Runtime:
             ports = sorted({a.port for a in addresses})
             ctx = SetupContext(
                 zones=[a.zone for a in addresses], port=ports[0], config_file=config_file,
-                block_index=index, shared=shared,
+                block_index=index, shared=shared, runtime_plugins=all_plugins,
             )
             plugins = build_plugins(sb.directives, ctx)
             all_plugins.extend(plugins)
@@ -64,6 +64,7 @@ class Runtime:
             handler = compose(plugins)
             bind = ctx.plugins.get("bind")
             hosts: list[str] = list(getattr(bind, "hosts", None) or [""])
+            ctx.servers = [server_label(h, p) for p in ports for h in hosts]
             for port in ports:
                 zones = [a.zone for a in addresses if a.port == port]
                 for host in hosts:
