@@ -109,7 +109,7 @@ class Engine:
             req.udp_size = max(512, opt.rclass)
             req.do = bool((opt.ttl >> 15) & 1)
             version = (opt.ttl >> 16) & 0xFF
-            if version != 0:
+            if version != 0 and req.qclass == CLASS_IN:  # CoreDNS refuses other classes first
                 reply = make_reply(req, rcode=0, aa=False)
                 reply.add_ar(EDNS0(udp_len=req.udp_size, version=0, ext_rcode=BADVERS >> 4))
                 return _pack(reply, MAX_TCP)
@@ -151,7 +151,9 @@ class Engine:
             flags = "do" if req.do else ""
             ext = reply.header.rcode >> 4
             reply.header.rcode = reply.header.rcode & 0xF
-            reply.add_ar(EDNS0(udp_len=req.udp_size, flags=flags, ext_rcode=ext))
+            # CoreDNS echoes the client's own payload size, even one below 512.
+            size = next((rr.rclass for rr in req.msg.ar if rr.rtype == QTYPE.OPT), req.udp_size)
+            reply.add_ar(EDNS0(udp_len=size, flags=flags, ext_rcode=ext))
         return _pack(reply, limit)
 
 
@@ -179,12 +181,12 @@ def _header_reply(query: DNSRecord, rcode: int) -> DNSRecord:
 
 def _pack(reply: DNSRecord, limit: int) -> bytes:
     """Pack, truncating to ``limit`` bytes the way miekg/dns does (TC set when answers go)."""
-    data = reply.pack()
+    data = bytes(reply.pack())  # dnslib packs into a bytearray
     if len(data) <= limit:
         return data
     opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
     reply.ar = opt
-    data = reply.pack()
+    data = bytes(reply.pack())
     if len(data) <= limit:
         return data
     reply.auth = []
@@ -199,8 +201,8 @@ def _pack(reply: DNSRecord, limit: int) -> bytes:
             hi = mid - 1
     reply.rr = answers[:lo]
     reply.header.tc = 1
-    data = reply.pack()
+    data = bytes(reply.pack())
     if len(data) > limit:  # even the question does not fit: header alone
         reply.rr, reply.ar = [], []
-        data = reply.pack()[:limit]
+        data = bytes(reply.pack())[:limit]
     return data
