@@ -1,0 +1,1 @@
+"""Wire format helpers: the hot-path parser and prepared answers."""

@@ -1,0 +1,119 @@
+"""The hot path: a minimal query parser and a store of prepared wire-format answers.
+
+Most cluster queries repeat: the same name, type and flags, from many clients.  The first
+time, the full chain answers and the packed reply is kept here with a validity check supplied
+by the plugin that wrote it.  Later identical queries are answered by copying that reply and
+patching in the query's ID and the question's bytes (so the asker's letter case comes back),
+without dnslib and without the plugin chain.  A change in the cluster (or zone file) makes the
+check fail, and the next query goes through the chain again and re-prepares the answer.
+
+Only plain queries qualify: QUERY opcode, QR clear, exactly one question with an
+uncompressed name, no answer/authority records, and at most one well-formed OPT record.
+Anything else returns no key and takes the general path (where dnslib validates it fully).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAX_ENTRIES = 200_000
+# Header bits that change a reply: RD and CD are echoed; the rest of the flags word must be
+# zero in a query we prepare for (QR=0, opcode QUERY, AA/TC/RA/Z/AD clear, rcode 0).
+_FLAG_ECHO = 0x0110
+_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+
+
+def query_key(data: bytes, proto: str) -> tuple[bytes, int] | None:
+    """The prepared-answer key of a query and the end offset of its question name.
+
+    The key holds the echoed flag bits, the lower-cased question, the EDNS fields that shape
+    the reply (payload size, version, DO) and the transport; None when the query does not
+    qualify for the hot path.
+    """
+    n = len(data)
+    if n < 17 or data[4:6] != b"\x00\x01" or data[6:10] != b"\x00\x00\x00\x00":
+        return None
+    flags = (data[2] << 8) | data[3]
+    if flags & ~_FLAG_ECHO & 0xFFFF & ~0x0020:  # AD (0x0020) from a stub is harmless
+        return None
+    pos = 12
+    while True:
+        if pos >= n:
+            return None
+        length = data[pos]
+        if length == 0:
+            break
+        if length > 63:  # compression pointer or extended label: general path
+            return None
+        pos += 1 + length
+    qend = pos + 1
+    if qend - 12 > 255 or qend + 4 > n:
+        return None
+    tail = data[qend : qend + 4]
+    arcount = (data[10] << 8) | data[11]
+    rest = qend + 4
+    if arcount == 0:
+        if rest != n:
+            return None
+        edns = b""
+    elif arcount == 1:
+        # OPT: root name, type 41, class = payload size, TTL = ext-rcode/version/flags, rdata.
+        if rest + 11 > n or data[rest] != 0 or data[rest + 1 : rest + 3] != b"\x00\x29":
+            return None
+        rdlen = (data[rest + 9] << 8) | data[rest + 10]
+        if rest + 11 + rdlen != n or data[rest + 5] != 0 or data[rest + 6] != 0:
+            return None  # extended rcode or version set: general path (BADVERS...)
+        opt = rest + 11
+        end = opt + rdlen
+        while opt < end:  # options must be well formed, though they do not shape the reply
+            if opt + 4 > end:
+                return None
+            opt += 4 + ((data[opt + 2] << 8) | data[opt + 3])
+        if opt != end:
+            return None
+        edns = data[rest + 3 : rest + 5] + bytes((data[rest + 7] & 0x80,))
+    else:
+        return None
+    key = b"%c%c%s%s%s%s" % (
+        flags >> 8, flags & 0xFF, data[12:qend].translate(_LOWER), tail,
+        edns, b"t" if proto == "tcp" else b"u",
+    )
+    return key, qend
+
+
+@dataclass(slots=True)
+class Prepared:
+    wire: bytes  # the full reply as first sent
+    qend: int  # end of the question name in ``wire`` (same as in every matching query)
+    valid: Callable[[], bool]  # False once the records behind the reply changed
+    on_hit: Callable[[bytes, str], None] | None = None  # metrics for the served reply
+
+
+class PreparedAnswers:
+    """Prepared replies by query key."""
+
+    def __init__(self, limit: int = MAX_ENTRIES) -> None:
+        self.entries: dict[bytes, Prepared] = {}
+        self.limit = limit
+        self.hits = 0
+
+    def lookup(self, key: bytes, data: bytes, qend: int) -> bytes | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if not entry.valid():
+            del self.entries[key]
+            return None
+        self.hits += 1
+        wire = entry.wire
+        return data[:2] + wire[2:12] + data[12:qend] + wire[qend:]
+
+    def store(self, key: bytes, qend: int, wire: bytes, valid: Callable[[], bool],
+              on_hit: Callable[[bytes, str], None] | None = None) -> None:
+        if len(self.entries) >= self.limit:
+            self.entries.clear()  # crude but bounded; the working set re-prepares quickly
+        self.entries[key] = Prepared(wire, qend, valid, on_hit)
+
+    def clear(self) -> None:
+        self.entries.clear()
