@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 
 from dnsd.serve.engine import Engine
@@ -12,7 +13,17 @@ from dnsd.serve.udp import client_ip, open_socket
 
 log = logging.getLogger("dnsd")
 
-IDLE_TIMEOUT = 10.0  # seconds a connection may sit without a complete query
+
+def _idle_timeout_default() -> float:
+    """10 s, or ``DNSD_TCP_IDLE_TIMEOUT`` (seconds, > 0) when set: tests use a short one."""
+    try:
+        value = float(os.environ.get("DNSD_TCP_IDLE_TIMEOUT", "10"))
+    except ValueError:
+        return 10.0
+    return value if value > 0 else 10.0
+
+
+IDLE_TIMEOUT = _idle_timeout_default()  # seconds a connection may sit without a complete query
 MAX_CONNECTIONS = 1000
 MAX_PIPELINE = 100  # queries in flight on one connection
 
@@ -53,7 +64,7 @@ class TcpListener:
                     if size == 0:
                         break  # a zero-length frame carries no query: close the connection
                     data = await asyncio.wait_for(reader.readexactly(size), self.idle_timeout)
-                except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     break
                 while len(inflight) >= MAX_PIPELINE:
                     await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
