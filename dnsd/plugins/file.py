@@ -791,6 +791,9 @@ class Plugin(Base):
         reply.rr = result.answer
         reply.auth = result.authority
         reply.ar = result.additional
+        # Valid for the hot path until a reload replaces this zone object.
+        zones = zf.zones
+        reply.valid = lambda: zones.get(origin) is zone  # type: ignore[attr-defined]
         return reply
 
 

@@ -303,6 +303,7 @@ class Plugin(Base):
             return make_reply(req, rcode=UNKNOWN_NAME_RCODE, aa=False)
         reply = make_reply(req)
         reply.rr = answers
+        reply.valid = lambda: self.index is index  # type: ignore[attr-defined]  # until a reload
         return reply
 
 

@@ -15,6 +15,7 @@ from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSLabel, DNSRecord
 
 from dnsd.chain import Next, Plugin
 from dnsd.request import Request, error_reply, header_only_reply, make_reply
+from dnsd.wire.fastpath import PreparedAnswers, query_key
 
 log = logging.getLogger("dnsd")
 
@@ -42,6 +43,27 @@ class Engine:
         for block in self.blocks:
             for zone in block.zones:
                 self._by_zone.setdefault(zone, block)
+        self.prepared = PreparedAnswers()
+
+    def fast(self, data: bytes, proto: str, client_ip: str) -> tuple[bytes | None, tuple[bytes, int] | None]:
+        """The hot path: (prepared reply, None) on a hit; (None, key) when the query may be
+        prepared after the general path answers it; (None, None) when it never may."""
+        started = time.perf_counter()
+        k = query_key(data, proto)
+        if k is None:
+            return None, None
+        entry = self.prepared.entries.get(k[0])
+        if entry is None:
+            return None, k
+        if not entry.valid():
+            del self.prepared.entries[k[0]]
+            return None, k
+        wire = entry.wire
+        qend = k[1]
+        reply = data[:2] + wire[2:12] + data[12:qend] + wire[qend:]
+        if entry.on_hit is not None:
+            entry.on_hit(len(data), client_ip, started)
+        return reply, None
 
     def route(self, qname_lower: str) -> tuple[str, Block] | None:
         """The (zone, block) whose zone is the longest suffix of the name, or None."""
@@ -58,8 +80,11 @@ class Engine:
     async def handle(
         self, data: bytes, client_ip: str = "127.0.0.1", client_port: int = 0,
         proto: str = "udp", local_ip: str = "", local_port: int = 0,
+        key: tuple[bytes, int] | None = None,
     ) -> bytes | None:
-        """Answer one query packet; None when the packet must be dropped."""
+        """Answer one query packet; None when the packet must be dropped.
+
+        ``key`` (from ``fast``) lets the reply be kept as a prepared answer."""
         try:
             query = DNSRecord.parse(data)
         except Exception:  # dnslib raises several types on malformed input
@@ -70,14 +95,14 @@ class Engine:
         if query.header.qr:
             return None  # never answer responses
         try:
-            return await self._answer(query, data, client_ip, client_port, proto, local_ip, local_port)
+            return await self._answer(query, data, client_ip, client_port, proto, local_ip, local_port, key)
         except Exception:  # a bug or an unpackable reply: SERVFAIL rather than silence
             log.exception("[ERROR] unhandled error answering a %d-byte %s query", len(data), proto)
             return header_only_reply(data, RCODE.SERVFAIL)
 
     async def _answer(
         self, query: DNSRecord, data: bytes, client_ip: str, client_port: int, proto: str,
-        local_ip: str, local_port: int,
+        local_ip: str, local_port: int, key: tuple[bytes, int] | None = None,
     ) -> bytes | None:
         h = query.header
         if h.opcode != OPCODE.QUERY:
@@ -122,7 +147,31 @@ class Engine:
                     callback(req, reply, len(wire))
                 except Exception:
                     log.exception("[ERROR] after-reply hook failed")
+        if key is not None:
+            self._prepare(key, req, reply, wire)
         return wire
+
+    def _prepare(self, key: tuple[bytes, int], req: Request, reply: DNSRecord, wire: bytes) -> None:
+        """Keep a reply for the hot path when its writer vouched for it (``reply.valid``)
+        and every after-reply hook can replay itself (the query log cannot: it must see
+        every query, so blocks with ``log`` never use prepared answers)."""
+        valid = reply.__dict__.get("valid")
+        if valid is None or reply.header.tc:
+            return
+        hooks = []
+        for callback in req.on_done or ():
+            replay = getattr(callback, "fast_replay", None)
+            if replay is None:
+                return
+            hooks.append(replay(req, reply, len(wire)))
+        on_hit = None
+        if len(hooks) == 1:
+            on_hit = hooks[0]
+        elif hooks:
+            def on_hit(size: int, ip: str, started: float) -> None:
+                for hook in hooks:
+                    hook(size, ip, started)
+        self.prepared.store(key[0], key[1], wire, valid, on_hit)
 
     async def resolve(self, req: Request) -> DNSRecord:
         """Run the plugin chain for a parsed request; always returns a reply."""

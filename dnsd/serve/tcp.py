@@ -66,9 +66,13 @@ class TcpListener:
                     data = await asyncio.wait_for(reader.readexactly(size), self.idle_timeout)
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     break
+                reply, key = self.engine.fast(data, "tcp", peer[0])
+                if reply is not None:
+                    writer.write(len(reply).to_bytes(2, "big") + reply)
+                    continue
                 while len(inflight) >= MAX_PIPELINE:
                     await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-                t = asyncio.ensure_future(self._answer(data, peer, writer))
+                t = asyncio.ensure_future(self._answer(data, peer, writer, key))
                 inflight.add(t)
                 t.add_done_callback(inflight.discard)
             if inflight:
@@ -83,9 +87,10 @@ class TcpListener:
             if task is not None:
                 self._conns.discard(task)
 
-    async def _answer(self, data: bytes, peer: tuple, writer: asyncio.StreamWriter) -> None:  # type: ignore[type-arg]
+    async def _answer(self, data: bytes, peer: tuple, writer: asyncio.StreamWriter,  # type: ignore[type-arg]
+                      key: tuple[bytes, int] | None = None) -> None:
         try:
-            reply = await self.engine.handle(data, client_ip(peer), peer[1], "tcp", self.host, self.port)
+            reply = await self.engine.handle(data, client_ip(peer), peer[1], "tcp", self.host, self.port, key)
         except Exception:
             log.exception("[ERROR] unhandled error answering a TCP query")
             return

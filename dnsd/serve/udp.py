@@ -70,16 +70,27 @@ class UdpListener:
             except OSError as exc:  # e.g. ICMP errors surfacing on the socket
                 log.debug("udp recv error: %s", exc)
                 continue
+            try:
+                reply, key = self.engine.fast(data, "udp", addr[0])
+            except Exception:  # never let one packet kill the loop
+                log.exception("[ERROR] hot path failed")
+                reply, key = None, None
+            if reply is not None:
+                try:
+                    sock.sendto(reply, addr)
+                except OSError as exc:
+                    log.debug("udp send error: %s", exc)
+                continue
             if len(self._tasks) >= MAX_INFLIGHT:
                 continue
-            task = self._loop.create_task(self._answer(data, addr))  # type: ignore[union-attr]
+            task = self._loop.create_task(self._answer(data, addr, key))  # type: ignore[union-attr]
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+    async def _answer(self, data: bytes, addr: tuple, key: tuple[bytes, int] | None = None) -> None:  # type: ignore[type-arg]
         try:
             reply = await self.engine.handle(
-                data, client_ip(addr), addr[1], "udp", self._local_ip, self.port
+                data, client_ip(addr), addr[1], "udp", self._local_ip, self.port, key
             )
         except Exception:  # the engine should not raise; never let one packet kill the loop
             log.exception("[ERROR] unhandled error answering a UDP query")

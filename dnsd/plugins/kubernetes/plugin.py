@@ -7,6 +7,7 @@ in ``reflector.py`` (threads) feeding ``index.py`` (event loop).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -130,7 +131,8 @@ class Plugin(Base):
             self._pending.add(resource)
             self.reflectors.append(Reflector(resource, call, convert, self._sink, **common, **kw))
 
-        add("services", core.list_service_for_all_namespaces, objects.service, label_selector=cfg.labels)
+        convert_service = objects.service if self.secondary is None else self.secondary.convert_service
+        add("services", core.list_service_for_all_namespaces, convert_service, label_selector=cfg.labels)
         add("namespaces", core.list_namespace, objects.namespace, label_selector=cfg.namespace_labels)
         if not cfg.noendpoints:
             add("endpoints", self._endpoints_api_picker(api), self._convert_endpoints,
@@ -183,10 +185,8 @@ class Plugin(Base):
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closed while stopping
             loop.call_soon_threadsafe(self._apply, resource, op, payload)
-        except RuntimeError:  # loop closed while stopping
-            pass
 
     def _apply(self, resource: str, op: str, payload: Any) -> None:
         ix = self.index
@@ -258,6 +258,10 @@ class Plugin(Base):
             reply.add_ar(rr)
         if res.soa or (not res.answer and not res.soa_answer):
             reply.add_auth(self.soa(zone_spelled))
+        if not res.chase and self.synced():
+            # The hot path may reuse this reply until the index changes.
+            ix, version = self.index, self.index.version
+            reply.valid = lambda: ix.version == version  # type: ignore[attr-defined]
         return reply
 
     def soa(self, zone_spelled: str) -> Any:

@@ -1,0 +1,86 @@
+"""loadbalance: shuffle address and MX records in every successful reply.
+
+Syntax::
+
+    loadbalance [round_robin]
+
+In each section of a NOERROR reply, CNAMEs come first in their original order, then the
+records of other types (order kept), then the A/AAAA records shuffled, then the MX records
+shuffled.  Zone transfers are left alone.  The ``weighted`` policy is not supported.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import ClassVar
+
+from dnslib import QTYPE, RCODE, RR, DNSRecord
+
+from dnsd.chain import Next, SetupContext
+from dnsd.chain import Plugin as Base
+from dnsd.corefile.ast import Directive
+from dnsd.request import Request
+
+ADDRESS = (QTYPE.A, QTYPE.AAAA)
+
+
+def round_robin(records: list[RR]) -> list[RR]:
+    """CNAMEs first, then other records, then shuffled addresses, then shuffled MX."""
+    if len(records) < 2:
+        return records
+    cnames: list[RR] = []
+    rest: list[RR] = []
+    addresses: list[RR] = []
+    mxs: list[RR] = []
+    for rr in records:
+        if rr.rtype == QTYPE.CNAME:
+            cnames.append(rr)
+        elif rr.rtype in ADDRESS:
+            addresses.append(rr)
+        elif rr.rtype == QTYPE.MX:
+            mxs.append(rr)
+        else:
+            rest.append(rr)
+    random.shuffle(addresses)
+    random.shuffle(mxs)
+    return [*cnames, *rest, *addresses, *mxs]
+
+
+class Plugin(Base):
+    name: ClassVar[str] = "loadbalance"
+
+    @classmethod
+    def setup(cls, directives: list[Directive], ctx: SetupContext) -> Plugin:
+        d = directives[0]
+        if d.children:
+            raise d.error("unexpected block after 'loadbalance'")
+        if len(d.args) > 1 and d.args[0] != "weighted":
+            raise d.error("Wrong argument count or unexpected line ending after 'loadbalance'")
+        if d.args:
+            policy = d.args[0]
+            if policy == "weighted":
+                raise d.error("loadbalance policy 'weighted' is not supported by dnsd")
+            if policy != "round_robin":
+                raise d.error(f"unknown policy: {policy}")
+        return cls()
+
+    async def serve(self, req: Request, next_: Next) -> DNSRecord | None:
+        reply = await next_(req)
+        if reply is None or reply.header.rcode != RCODE.NOERROR:
+            return reply
+        if req.qtype in (QTYPE.AXFR, QTYPE.IXFR):
+            return reply
+        if _shufflable(reply.rr) or _shufflable(reply.auth) or _shufflable(reply.ar):
+            # A shuffled order must not be frozen into a prepared hot-path answer.
+            reply.__dict__.pop("valid", None)
+        reply.rr = round_robin(list(reply.rr))
+        reply.auth = round_robin(list(reply.auth))
+        opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+        reply.ar = round_robin([rr for rr in reply.ar if rr.rtype != QTYPE.OPT]) + opt
+        return reply
+
+
+def _shufflable(records: list[RR]) -> bool:
+    addresses = sum(1 for rr in records if rr.rtype in ADDRESS)
+    mxs = sum(1 for rr in records if rr.rtype == QTYPE.MX)
+    return addresses > 1 or mxs > 1
