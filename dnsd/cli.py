@@ -66,10 +66,11 @@ def banner(runtime: Runtime, server: Server) -> str:
     return "\n".join(lines)
 
 
-async def serve(conf: str, port: int, runtime: Runtime, quiet: bool, pidfile: str) -> int:
+async def serve(conf: str, port: int, runtime: Runtime, quiet: bool, pidfile: str,
+                reuse_port: bool = False) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP (or the reload plugin) re-reads the Corefile."""
     loop = asyncio.get_running_loop()
-    server = Server()
+    server = Server(reuse_port=reuse_port)
     stop = asyncio.Event()
     shared = runtime.shared
 
@@ -158,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(plugins_text())
         return 0
     setup_logging(args.quiet)
-    shared: dict[str, Any] = {}
+    reuse_port = args.workers > 1 or bool(os.environ.get(WORKER_ENV))
+    shared: dict[str, Any] = {"reuse_port": reuse_port}
     try:
         runtime = load_runtime(args.conf, args.port, shared)
     except CorefileError as exc:
@@ -167,4 +169,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"{args.conf}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    return run_loop(serve(args.conf, args.port, runtime, args.quiet, args.pidfile))
+    workers = start_workers(argv, args.workers) if args.workers > 1 else []
+    try:
+        return run_loop(serve(args.conf, args.port, runtime, args.quiet, args.pidfile, reuse_port))
+    finally:
+        stop_workers(workers)
+
+
+WORKER_ENV = "DNSD_WORKER"
+
+
+def start_workers(argv: list[str], n: int) -> list[Any]:
+    """N-1 more dnsd processes on the same Corefile, sharing the sockets via SO_REUSEPORT;
+    the kernel spreads queries across them.  Each keeps its own watches and index."""
+    import subprocess
+
+    args = [a for a in argv]
+    for flag in ("-workers", "--workers"):
+        while flag in args:
+            i = args.index(flag)
+            del args[i : i + 2]
+    args = [a for a in args if not a.startswith(("-workers=", "--workers="))]
+    env = {**os.environ, WORKER_ENV: "1"}
+    procs = []
+    for _ in range(n - 1):
+        procs.append(subprocess.Popen([sys.executable, "-m", "dnsd", *args, "-quiet"], env=env))
+    return procs
+
+
+def stop_workers(procs: list[Any]) -> None:
+    import subprocess
+
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()

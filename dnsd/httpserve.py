@@ -38,14 +38,16 @@ def split_address(addr: str, default_port: int) -> tuple[str, int]:
 
 
 class Listener:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, reuse_port: bool = False) -> None:
         self.host = host
         self.port = port
+        self.reuse_port = reuse_port
         self.routes: dict[str, tuple[object, Handler]] = {}
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._client, self.host or None, self.port)
+        self.server = await asyncio.start_server(self._client, self.host or None, self.port,
+                                                 reuse_port=self.reuse_port or None)
         sock = self.server.sockets[0]
         self.port = sock.getsockname()[1]
 
@@ -89,7 +91,8 @@ class Listener:
 class HttpRegistry:
     """Process-wide table of listeners by address (kept in the runtime's ``shared`` dict)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reuse_port: bool = False) -> None:
+        self.reuse_port = reuse_port  # -workers: every worker serves the same HTTP ports
         self.listeners: dict[tuple[str, int], Listener] = {}
         self.lock = asyncio.Lock()
 
@@ -97,7 +100,7 @@ class HttpRegistry:
         async with self.lock:
             listener = self.listeners.get((host, port))
             if listener is None:
-                listener = Listener(host, port)
+                listener = Listener(host, port, self.reuse_port)
                 await listener.start()
                 self.listeners[(host, port)] = listener
             listener.routes[path] = (owner, handler)
@@ -119,5 +122,5 @@ class HttpRegistry:
 def registry(shared: dict[str, Any]) -> HttpRegistry:
     reg = shared.get("http")
     if reg is None:
-        reg = shared["http"] = HttpRegistry()
+        reg = shared["http"] = HttpRegistry(bool(shared.get("reuse_port")))
     return reg  # type: ignore[no-any-return]
