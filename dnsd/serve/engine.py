@@ -195,10 +195,14 @@ class Engine:
         """Stamp the ID and EDNS onto a reply and pack it within ``limit`` bytes."""
         reply.header.id = req.msg.header.id
         reply.header.qr = 1
+        upstream_ext = 0
+        for rr in reply.ar:
+            if rr.rtype == QTYPE.OPT:  # e.g. a forwarded reply: keep its extended rcode bits
+                upstream_ext = (rr.ttl >> 24) & 0xFF
         reply.ar = [rr for rr in reply.ar if rr.rtype != QTYPE.OPT]
         if req.edns:
             flags = "do" if req.do else ""
-            ext = reply.header.rcode >> 4
+            ext = (reply.header.rcode >> 4) | upstream_ext
             reply.header.rcode = reply.header.rcode & 0xF
             # CoreDNS echoes the client's own payload size, even one below 512.
             size = next((rr.rclass for rr in req.msg.ar if rr.rtype == QTYPE.OPT), req.udp_size)

@@ -107,5 +107,7 @@ class UdpListener:
                 self._loop.remove_reader(self.sock.fileno())
             if self._tasks:
                 await asyncio.wait(list(self._tasks), timeout=2)
+                for task in list(self._tasks):
+                    task.cancel()
             self.sock.close()
             self.sock = None

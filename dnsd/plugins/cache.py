@@ -1,0 +1,428 @@
+"""cache: keep replies of the plugins below for their TTL.
+
+Syntax::
+
+    cache [TTL] [ZONES...] {
+        success CAPACITY [TTL] [MINTTL]
+        denial CAPACITY [TTL] [MINTTL]
+        prefetch AMOUNT [[DURATION] [PERCENTAGE%]]
+        serve_stale [DURATION] [REFRESH_MODE]
+        servfail DURATION
+        disable success|denial [ZONES...]
+        keepttl
+    }
+
+Entries are keyed by (lower-cased name, type, DO bit, CD bit).  Positive replies live for the
+smallest TTL of their records, negative ones (NXDOMAIN / NODATA with an SOA) for
+min(SOA TTL, SOA MINIMUM); both clamped to [MINTTL, TTL] (defaults 5 s and 3600 s / 1800 s).
+SERVFAIL is kept for ``servfail`` (5 s; 0 disables, at most 5 m).  Truncated replies and
+other rcodes are not cached.  Served TTLs count down (``keepttl``: the originals are kept).
+``prefetch``: an entry asked AMOUNT times with gaps under DURATION (1 m) is refreshed in the
+background once less than PERCENTAGE (10 %) of its TTL is left.  ``serve_stale``: entries
+expired less than DURATION (1 h) ago are served with TTL 0 and refreshed in the background
+(``immediate``) or only when a fresh lookup fails (``verify``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from dnslib import OPCODE, QTYPE, RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
+
+from dnsd import metrics
+from dnsd.chain import Next, SetupContext
+from dnsd.chain import Plugin as Base
+from dnsd.corefile.address import normalize_zone
+from dnsd.corefile.ast import Directive
+from dnsd.corefile.values import duration_arg, int_arg
+from dnsd.request import Request
+
+log = logging.getLogger("dnsd")
+
+CAPACITY = 9984
+MAX_SUCCESS_TTL = 3600
+MAX_DENIAL_TTL = 1800
+MIN_TTL = 5
+SERVFAIL_TTL = 5.0
+MAX_SERVFAIL_TTL = 300.0
+DEFAULT_TTL = 5  # for replies with no records at all (CoreDNS's MinimalDefaultTTL)
+
+SUCCESS, DENIAL, SERVFAIL = "success", "denial", "servfail"
+Key = tuple[str, int, bool, bool]
+
+
+def in_zones(name: str, zones: list[str]) -> bool:
+    return any(z == "." or name == z or name.endswith("." + z) for z in zones)
+
+
+def classify(reply: DNSRecord) -> str | None:
+    """success, denial, servfail, or None for replies that are never cached."""
+    h = reply.header
+    if h.tc or h.opcode != OPCODE.QUERY or len(reply.questions) != 1:
+        return None
+    if reply.q.qtype in (QTYPE.AXFR, QTYPE.IXFR):
+        return None
+    rcode = h.rcode
+    if rcode == RCODE.NOERROR and reply.rr:
+        return SUCCESS
+    has_soa = any(rr.rtype == QTYPE.SOA for rr in reply.auth)
+    if has_soa and rcode in (RCODE.NOERROR, RCODE.NXDOMAIN):
+        return DENIAL
+    if rcode in (RCODE.SERVFAIL, RCODE.NOTIMP):
+        return SERVFAIL
+    if rcode == RCODE.NOERROR:
+        return SUCCESS  # delegations and empty answers without an SOA
+    return None
+
+
+def _records(reply: DNSRecord) -> list[RR]:
+    return [*reply.rr, *reply.auth, *(rr for rr in reply.ar if rr.rtype != QTYPE.OPT)]
+
+
+def message_ttl(reply: DNSRecord, kind: str) -> int:
+    """The smallest TTL in the reply; for denials the SOA MINIMUM counts too (RFC 2308)."""
+    rrs = _records(reply)
+    if not rrs:
+        return DEFAULT_TTL
+    ttl = min(rr.ttl for rr in rrs)
+    if kind == DENIAL:
+        for rr in reply.auth:
+            if rr.rtype == QTYPE.SOA:
+                ttl = min(ttl, rr.rdata.times[-1])
+    return ttl
+
+
+def _copy_rr(rr: RR, ttl: int | None = None, name: str | None = None) -> RR:
+    return RR(rr.rname if name is None else name, rr.rtype, rr.rclass,
+              rr.ttl if ttl is None else ttl, rr.rdata)
+
+
+@dataclass
+class Item:
+    """One cached reply."""
+
+    kind: str
+    rcode: int
+    ra: bool
+    ad: bool
+    answer: list[RR]
+    auth: list[RR]
+    extra: list[RR]
+    stored: float
+    ttl: int  # seconds the entry is fresh
+    hits: int = 0
+    last_hit: float = 0.0
+    refreshing: bool = False
+
+    @classmethod
+    def of(cls, reply: DNSRecord, kind: str, now: float, ttl: int) -> Item:
+        h = reply.header
+        return cls(kind=kind, rcode=h.rcode, ra=bool(h.ra), ad=bool(h.ad),
+                   answer=[_copy_rr(rr) for rr in reply.rr],
+                   auth=[_copy_rr(rr) for rr in reply.auth],
+                   extra=[_copy_rr(rr) for rr in reply.ar if rr.rtype != QTYPE.OPT],
+                   stored=now, ttl=ttl)
+
+    def remaining(self, now: float) -> int:
+        """Whole seconds of freshness left (negative once expired)."""
+        return self.ttl - int(now - self.stored)
+
+    def fresh(self, now: float) -> bool:
+        return now - self.stored < self.ttl
+
+    def to_reply(self, req: Request, now: float, keepttl: bool) -> DNSRecord:
+        """A new reply to ``req`` from this entry, with counted-down TTLs (0 when stale)."""
+        q = req.msg.header
+        header = DNSHeader(id=q.id, qr=1, opcode=q.opcode, aa=1, rd=q.rd, ra=int(self.ra),
+                           rcode=self.rcode)
+        header.cd = q.cd
+        header.ad = int(self.ad and (req.do or bool(q.ad)))
+        reply = DNSRecord(header, q=DNSQuestion(req.qname, req.qtype, req.qclass))
+        ttl = None if keepttl else max(0, self.remaining(now))
+        if not self.fresh(now):
+            ttl = 0
+        lower, asked = req.qname_lower, req.qname
+        reply.rr = [_copy_rr(rr, ttl, asked if str(rr.rname).lower() == lower else None)
+                    for rr in self.answer]
+        reply.auth = [_copy_rr(rr, ttl) for rr in self.auth]
+        reply.ar = [_copy_rr(rr, ttl) for rr in self.extra]
+        return reply
+
+
+@dataclass
+class Settings:
+    zones: list[str]
+    success_cap: int = CAPACITY
+    success_ttl: int = MAX_SUCCESS_TTL
+    success_min: int = MIN_TTL
+    denial_cap: int = CAPACITY
+    denial_ttl: int = MAX_DENIAL_TTL
+    denial_min: int = MIN_TTL
+    servfail_ttl: float = SERVFAIL_TTL
+    prefetch: int = 0
+    prefetch_window: float = 60.0
+    prefetch_percent: int = 10
+    stale: float = 0.0
+    verify_stale: bool = False
+    keepttl: bool = False
+    no_success: list[str] = field(default_factory=list)
+    no_denial: list[str] = field(default_factory=list)
+
+
+class Plugin(Base):
+    """cache: see the module docstring."""
+
+    name: ClassVar[str] = "cache"
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.zones_label = ",".join(settings.zones)
+        self.pcache: OrderedDict[Key, Item] = OrderedDict()
+        self.ncache: OrderedDict[Key, Item] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- setup -----------------------------------------------------------------------------
+
+    @classmethod
+    def setup(cls, directives: list[Directive], ctx: SetupContext) -> Plugin:
+        d = directives[0]
+        args = list(d.args)
+        s = Settings(zones=[])
+        if args and args[0].lstrip("-").isdigit():
+            ttl = int_arg(d, args.pop(0))
+            if ttl <= 0:
+                raise d.error(f"cache TTL can not be zero or negative: {ttl}")
+            s.success_ttl = s.denial_ttl = ttl
+        s.zones = [normalize_zone(a) for a in args] or list(ctx.zones) or ["."]
+        for c in d.children:
+            _option(s, c)
+        return cls(s)
+
+    # --- serving ---------------------------------------------------------------------------
+
+    async def serve(self, req: Request, next_: Next) -> DNSRecord | None:
+        if not in_zones(req.qname_lower, self.s.zones):
+            return await next_(req)
+        server, zones = req.server, self.zones_label
+        metrics.cache_requests.labels(server, zones, "").inc()
+        now = time.monotonic()
+        key = (req.qname_lower, req.qtype, req.do, bool(req.msg.header.cd))
+        item = self._get(key, now)
+        if item is None:
+            metrics.cache_misses.labels(server, zones, "").inc()
+            return await self._fetch(req, next_, key)
+        if not item.fresh(now):
+            if self.s.verify_stale:
+                reply = await next_(req)
+                if reply is not None and reply.header.rcode in (RCODE.NOERROR, RCODE.NXDOMAIN):
+                    return self._store(req, reply, key, time.monotonic())
+            else:
+                self._background(req, next_, key, item)
+            metrics.cache_served_stale.labels(server, zones, "").inc()
+            return item.to_reply(req, now, self.s.keepttl)
+        metrics.cache_hits.labels(server, _metric_type(item), zones, "").inc()
+        if self._should_prefetch(item, now):
+            metrics.cache_prefetch.labels(server, zones, "").inc()
+            self._background(req, next_, key, item)
+        return item.to_reply(req, now, self.s.keepttl)
+
+    def _get(self, key: Key, now: float) -> Item | None:
+        """A fresh entry, or a stale one still within serve_stale; expired ones are dropped."""
+        for store in (self.ncache, self.pcache):
+            item = store.get(key)
+            if item is None:
+                continue
+            if item.fresh(now):
+                return item
+            if self.s.stale and now - item.stored - item.ttl < self.s.stale:
+                return item
+            del store[key]
+        return None
+
+    async def _fetch(self, req: Request, next_: Next, key: Key) -> DNSRecord | None:
+        reply = await next_(req)
+        if reply is None:
+            return None
+        return self._store(req, reply, key, time.monotonic())
+
+    def _store(self, req: Request, reply: DNSRecord, key: Key, now: float,
+               refresh: bool = False) -> DNSRecord:
+        """Cache ``reply`` when it qualifies; returns it with its TTLs capped like the entry."""
+        kind = classify(reply)
+        if kind is None:
+            return reply
+        if not _matches(req, reply):
+            metrics.cache_drops.labels(req.server, self.zones_label, "").inc()
+            return reply
+        s = self.s
+        if kind == SERVFAIL:
+            if refresh or s.servfail_ttl <= 0:
+                return reply  # a failed refresh never replaces what we have
+            ttl = max(1, math.ceil(s.servfail_ttl))
+        elif kind == SUCCESS:
+            ttl = min(max(message_ttl(reply, kind), s.success_min), s.success_ttl)
+        else:
+            ttl = min(max(message_ttl(reply, kind), s.denial_min), s.denial_ttl)
+        if ttl <= 0 or self._disabled(kind, req.qname_lower):
+            return reply
+        item = Item.of(reply, kind, now, ttl)
+        old = self.pcache.get(key) or self.ncache.get(key)
+        if old is not None:
+            item.hits, item.last_hit = old.hits, old.last_hit
+        self._put(key, item, req.server)
+        if not s.keepttl:  # the client sees the TTL the entry got (copies: RRs may be shared)
+            reply.rr = [_copy_rr(rr, ttl) for rr in reply.rr]
+            reply.auth = [_copy_rr(rr, ttl) for rr in reply.auth]
+            reply.ar = [rr if rr.rtype == QTYPE.OPT else _copy_rr(rr, ttl) for rr in reply.ar]
+        return reply
+
+    def _disabled(self, kind: str, name: str) -> bool:
+        zones = self.s.no_success if kind == SUCCESS else self.s.no_denial
+        return bool(zones) and in_zones(name, zones)
+
+    def _put(self, key: Key, item: Item, server: str) -> None:
+        positive = item.kind == SUCCESS
+        store, other = (self.pcache, self.ncache) if positive else (self.ncache, self.pcache)
+        cap = self.s.success_cap if positive else self.s.denial_cap
+        other.pop(key, None)
+        store.pop(key, None)
+        store[key] = item
+        mtype = _metric_type(item)
+        while len(store) > max(cap, 1):
+            store.popitem(last=False)
+            metrics.cache_evictions.labels(server, mtype, self.zones_label, "").inc()
+        metrics.cache_entries.labels(server, SUCCESS, self.zones_label, "").set(len(self.pcache))
+        metrics.cache_entries.labels(server, DENIAL, self.zones_label, "").set(len(self.ncache))
+
+    # --- prefetch and stale refresh --------------------------------------------------------
+
+    def _should_prefetch(self, item: Item, now: float) -> bool:
+        s = self.s
+        if s.prefetch <= 0:
+            return False
+        if now - item.last_hit > s.prefetch_window:
+            item.hits = 1
+        else:
+            item.hits += 1
+        item.last_hit = now
+        threshold = math.ceil(s.prefetch_percent / 100 * item.ttl)
+        return item.hits >= s.prefetch and item.remaining(now) <= threshold
+
+    def _background(self, req: Request, next_: Next, key: Key, item: Item) -> None:
+        if item.refreshing:
+            return
+        item.refreshing = True
+        copy = dataclasses.replace(req, on_done=None, meta=dict(req.meta))
+        task = asyncio.get_running_loop().create_task(self._refresh(copy, next_, key, item))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh(self, req: Request, next_: Next, key: Key, item: Item) -> None:
+        try:
+            reply = await next_(req)
+            if reply is not None:
+                self._store(req, reply, key, time.monotonic(), refresh=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("[ERROR] plugin/cache: refreshing %s failed", req.qname)
+        finally:
+            item.refreshing = False
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _metric_type(item: Item) -> str:
+    return SUCCESS if item.kind == SUCCESS else DENIAL
+
+
+def _matches(req: Request, reply: DNSRecord) -> bool:
+    if len(reply.questions) != 1:
+        return False
+    q = reply.questions[0]
+    return q.qtype == req.qtype and str(q.qname).lower() == req.qname_lower
+
+
+# --- option parsing --------------------------------------------------------------------------
+
+def _capacity_ttls(c: Directive) -> tuple[int, int | None, int | None]:
+    if not 1 <= len(c.args) <= 3:
+        raise c.error(f"Wrong argument count or unexpected line ending after '{c.name}'")
+    cap = int_arg(c, c.args[0], 0)
+    ttl = minttl = None
+    if len(c.args) > 1:
+        ttl = int_arg(c, c.args[1])
+        if ttl <= 0:
+            raise c.error(f"cache TTL can not be zero or negative: {ttl}")
+    if len(c.args) > 2:
+        minttl = int_arg(c, c.args[2], 0)
+    return cap, ttl, minttl
+
+
+def _option(s: Settings, c: Directive) -> None:  # noqa: C901 - one branch per option
+    if c.name == "success":
+        cap, ttl, minttl = _capacity_ttls(c)
+        s.success_cap = cap
+        s.success_ttl = ttl if ttl is not None else s.success_ttl
+        s.success_min = minttl if minttl is not None else s.success_min
+    elif c.name == "denial":
+        cap, ttl, minttl = _capacity_ttls(c)
+        s.denial_cap = cap
+        s.denial_ttl = ttl if ttl is not None else s.denial_ttl
+        s.denial_min = minttl if minttl is not None else s.denial_min
+    elif c.name == "prefetch":
+        _prefetch(s, c)
+    elif c.name == "serve_stale":
+        if len(c.args) > 2:
+            raise c.error("Wrong argument count or unexpected line ending after 'serve_stale'")
+        s.stale = duration_arg(c, c.args[0]) if c.args else 3600.0
+        mode = c.args[1] if len(c.args) > 1 else "immediate"
+        if mode not in ("immediate", "verify"):
+            raise c.error(f"invalid value for serve_stale refresh mode: {mode}")
+        s.verify_stale = mode == "verify"
+    elif c.name == "servfail":
+        if len(c.args) != 1:
+            raise c.error("Wrong argument count or unexpected line ending after 'servfail'")
+        value = duration_arg(c, c.args[0])
+        if value > MAX_SERVFAIL_TTL:
+            raise c.error("caching SERVFAIL responses over 5 minutes is not permitted")
+        s.servfail_ttl = value
+    elif c.name == "disable":
+        if not c.args or c.args[0] not in (SUCCESS, DENIAL):
+            raise c.error("cache disable requires 'success' or 'denial'")
+        zones = [normalize_zone(z) for z in c.args[1:]] or list(s.zones)
+        (s.no_success if c.args[0] == SUCCESS else s.no_denial).extend(zones)
+    elif c.name == "keepttl":
+        if c.args:
+            raise c.error("Wrong argument count or unexpected line ending after 'keepttl'")
+        s.keepttl = True
+    else:
+        raise c.error(f"unknown property '{c.name}'")
+
+
+def _prefetch(s: Settings, c: Directive) -> None:
+    if not 1 <= len(c.args) <= 3:
+        raise c.error("Wrong argument count or unexpected line ending after 'prefetch'")
+    s.prefetch = int_arg(c, c.args[0], 0)
+    for arg in c.args[1:]:
+        if arg.endswith("%"):
+            pct = int_arg(c, arg[:-1])
+            if not 10 <= pct <= 90:
+                raise c.error(f"percentage should fall in range [10, 90]: {pct}")
+            s.prefetch_percent = pct
+        else:
+            s.prefetch_window = duration_arg(c, arg)
