@@ -50,6 +50,7 @@ IMPLEMENTED: dict[str, str] = {
     "loadbalance": "dnsd.plugins.loadbalance",
     "loop": "dnsd.plugins.loop",
     "rewrite": "dnsd.plugins.rewrite",
+    "autopath": "dnsd.plugins.autopath",
 }
 
 Response = DNSRecord
