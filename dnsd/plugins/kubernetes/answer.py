@@ -16,7 +16,9 @@ from dnsd.plugins.kubernetes.names import (
     Parsed,
     Shape,
     ip_family,
+    is_reverse_zone,
     parse,
+    pod_label_text,
     pod_label_to_ip,
     relative_labels,
     reverse_to_ip,
@@ -94,6 +96,13 @@ def answer(ix: Index, opt: Options, qname: str, qtype: int, zone: str) -> Result
     parsed = parse(labels, opt.net_names)
     if parsed.shape is Shape.APEX:
         return _apex(ix, opt, qname, qtype, zone_spelled)
+    if parsed.namespace and is_reverse_zone(zone):
+        # CoreDNS's Records() refuses every svc/pod-shaped name under a reverse zone
+        # ("svc1.testns.svc.0.10.in-addr.arpa." is NXDOMAIN, §5.9); the bare "svc"/"pod"
+        # label is still NODATA and SOA below the apex still NODATA (checked first there).
+        if qtype == QTYPE.SOA:
+            return nodata()
+        return nxdomain()
     if qtype == QTYPE.SOA:
         return nodata()  # SOA below the apex: always NODATA, even for names that do not exist
     if qtype == QTYPE.TXT and labels == ["dns-version"]:
@@ -142,14 +151,23 @@ def ns_records(ix: Index, opt: Options) -> list[tuple[str, list[str]]]:
     """NS discovery: (relative name, addresses) for the services that front this server."""
     found: list[tuple[str, list[str]]] = []
     for ip in opt.local_ips:
-        for (label, svc, ns) in ix.endpoint_owners.get(ip, {}):
+        for (_label, svc, ns) in ix.endpoint_owners.get(ip, {}):
             view = ix.views.get((ns, svc))
             if view is None:
                 continue
             if view.svc.kind == "ClusterIP" and view.svc.cluster_ips:
                 found.append((f"{svc}.{ns}.svc", list(view.svc.cluster_ips)))
             elif view.headless:
-                found.append((f"{label}.{svc}.{ns}.svc", [ip]))
+                # Every ready address of the slice(s) holding the local IP, each under its
+                # own endpoint name (CoreDNS walks the whole slice, §5.2 step 3).
+                same_slice = {
+                    a for sl in ix.slices.get((ns, svc), {}).values()
+                    if any(ip in ep.addresses for ep in sl.endpoints)
+                    for ep in sl.endpoints for a in ep.addresses
+                }
+                for addr in view.addresses:
+                    if addr.ip in same_slice:
+                        found.append((f"{addr.label}.{svc}.{ns}.svc", [addr.ip]))
     if not found and opt.local_ips:
         found.append(("ns.dns", list(opt.local_ips)))
     return found
@@ -165,7 +183,10 @@ def _records(ix: Index, opt: Options, p: Parsed) -> tuple[list[Entry], ServiceVi
     if shape is Shape.INVALID:
         raise NameError_
     if shape is Shape.NS_DNS:
-        return [Entry(ip) for ip in opt.local_ips], None
+        # The addresses NS discovery found (§5.2): the ClusterIPs of the service fronting
+        # this server when there is one, else the local IPs themselves.
+        ips = [ip for _, addrs in ns_records(ix, opt) for ip in addrs]
+        return [Entry(ip) for ip in dict.fromkeys(ips)], None
     if shape is Shape.TYPE_ONLY:
         return [], None
     if not _exposed(ix, opt, p.namespace):
@@ -183,7 +204,9 @@ def _records(ix: Index, opt: Options, p: Parsed) -> tuple[list[Entry], ServiceVi
         raise NameError_
     svc = view.svc
     if svc.kind == "ExternalName":
-        if shape is not Shape.SERVICE:
+        if shape is not Shape.SERVICE or not _cname_target(svc.external_name):
+            # No sub-names; and an IP-literal externalName is skipped, so the service name
+            # itself does not exist, for every qtype (TXT and SRV included).
             raise NameError_
         return [], view
     if shape is Shape.NET:
@@ -232,8 +255,11 @@ def _pod_ip(ix: Index, opt: Options, p: Parsed) -> str:
     if ip is None:
         raise NameError_
     if opt.pods == "verified":
-        key = (p.namespace, ip)
-        if key not in ix.pod_ips and not (opt.extra_pod_ips and key in opt.extra_pod_ips):
+        # CoreDNS compares the label's text with status.podIP as a string, so a
+        # non-canonical spelling of a pod's address (fd00-0-0-0-0-0-0-1) does not match.
+        raw = pod_label_text(p.endpoint)
+        if (p.namespace, raw) not in ix.pod_ips and not (
+                opt.extra_pod_ips and (p.namespace, ip) in opt.extra_pod_ips):
             raise NameError_
     return ip
 
@@ -266,10 +292,18 @@ def _address_rr(owner: str, ip: str, ttl: int) -> RR:
     return RR(owner, QTYPE.A, ttl=ttl, rdata=A(ip))
 
 
+def _cname_target(external_name: str) -> str:
+    """The CNAME target of an externalName, or "" when it is empty or an IP literal."""
+    target = external_name.rstrip(".").lower()
+    if not target or _is_ip(target):
+        return ""
+    return target + "."
+
+
 def _external(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_spelled: str,
               view: ServiceView) -> Result:
-    target = view.svc.external_name.rstrip(".").lower() + "."
-    if _is_ip(target[:-1]) or target == ".":
+    target = _cname_target(view.svc.external_name)
+    if not target:
         return nxdomain()  # an IP-literal externalName is ignored
     cname = RR(qname, QTYPE.CNAME, ttl=opt.ttl, rdata=CNAME(target))
     if qtype == QTYPE.CNAME:
@@ -316,13 +350,15 @@ def _is_ip(text: str) -> bool:
 
 def _ptr(ix: Index, opt: Options, qname: str, ip: str) -> Result:
     zone = opt.primary_zone
+    # With a `namespaces` list, CoreDNS keeps only exposed namespaces (listed *and* backed by
+    # a Namespace object); without one, nothing is filtered (not even by namespace_labels).
     for ns, name in ix.cluster_ip_owners.get(ip, ()):
-        if opt.namespaces and ns not in opt.namespaces:
+        if opt.namespaces and not _exposed(ix, opt, ns):
             continue
         return Result(answer=[RR(qname, QTYPE.PTR, ttl=opt.ttl, rdata=PTR(f"{name}.{ns}.svc.{zone}"))])
     rrs = []
     for (label, svc, ns) in ix.endpoint_owners.get(ip, {}):
-        if opt.namespaces and ns not in opt.namespaces:
+        if opt.namespaces and not _exposed(ix, opt, ns):
             continue
         rrs.append(RR(qname, QTYPE.PTR, ttl=opt.ttl, rdata=PTR(f"{label}.{svc}.{ns}.svc.{zone}")))
     if not rrs:

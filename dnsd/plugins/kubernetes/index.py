@@ -63,7 +63,7 @@ def primary_addresses(index: Index, svc: Service, slices: Iterable[Slice]) -> li
         for ep in sl.endpoints:
             for ip in ep.addresses:
                 label = ep.hostname or (ep.pod if pod_names and ep.pod else "") or dashed_ip(ip)
-                out.append(Address(ip, label.lower(), sl.ports, ep.pod, ep.pod_namespace))
+                out.append(Address(ip, label.lower(), ep.ports or sl.ports, ep.pod, ep.pod_namespace))
     return out
 
 
@@ -81,6 +81,7 @@ class Index:
         self.namespaces: set[str] = set()
         self.pods: dict[Key, Pod] = {}
         self.pod_ips: dict[tuple[str, str], int] = {}  # (ns, ip) -> live pods with that podIP
+        self.pod_namespaces: dict[str, dict[str, int]] = {}  # podIP -> {ns: pods} (autopath)
         self.cluster_ip_owners: dict[str, list[Key]] = {}
         self.endpoint_owners: dict[str, dict[tuple[str, str, str], int]] = {}  # ip -> (label, svc, ns)
         self.secondary_owners: dict[str, dict[tuple[str, str, str], int]] = {}  # same, secondary IPs
@@ -172,6 +173,8 @@ class Index:
         if pod.ip:
             k = (pod.namespace, pod.ip)
             self.pod_ips[k] = self.pod_ips.get(k, 0) + 1
+            by_ns = self.pod_namespaces.setdefault(pod.ip, {})
+            by_ns[pod.namespace] = by_ns.get(pod.namespace, 0) + 1
         for hook in self.pod_hooks:
             hook(old, pod)
         self._pod_touched(pod.key)
@@ -194,6 +197,14 @@ class Index:
                 self.pod_ips[k] = n
             else:
                 self.pod_ips.pop(k, None)
+            by_ns = self.pod_namespaces.get(pod.ip, {})
+            left = by_ns.get(pod.namespace, 0) - 1
+            if left > 0:
+                by_ns[pod.namespace] = left
+            else:
+                by_ns.pop(pod.namespace, None)
+                if not by_ns:
+                    self.pod_namespaces.pop(pod.ip, None)
 
     def _pod_touched(self, key: Key) -> None:
         """Rebuild the services naming this pod, when their addresses depend on pods."""

@@ -67,7 +67,11 @@ def parse(labels: list[str], net_names: bool = False) -> Parsed:
     if n == 2:
         return Parsed(Shape.NAMESPACE if kind == "svc" else Shape.POD_NAMESPACE, namespace=ns)
     if kind == "pod":
-        # Labels left of the pod label are ignored, as CoreDNS does.
+        # One or two labels left of the pod label (CoreDNS's endpoint / port.protocol slots)
+        # are ignored (§5.7); three or more are "too long", a name error like any other
+        # name (§4).
+        if n > 5:
+            return INVALID
         return Parsed(Shape.POD, namespace=ns, endpoint=labels[-3])
     svc = labels[-3]
     left = labels[:-3]
@@ -87,23 +91,35 @@ def parse(labels: list[str], net_names: bool = False) -> Parsed:
 
 
 def dashed_ip(ip: str) -> str:
-    """CoreDNS's endpoint label for an address: dots or colons become dashes."""
+    """CoreDNS's endpoint label for an address: dots or colons become dashes.
+
+    Like CoreDNS, a text with a dot is treated as IPv4 first (so an IPv4-mapped IPv6 text
+    keeps its colons); otherwise colons become dashes and a trailing dash gets a ``0``."""
+    if "." in ip:
+        return ip.replace(".", "-")
     if ":" in ip:
         label = ip.replace(":", "-")
         return label + "0" if label.endswith("-") else label
-    return ip.replace(".", "-")
+    return ip
+
+
+def pod_label_text(label: str) -> str:
+    """The address text a pod label stands for, unparsed: exactly 3 dashes and no ``--`` is
+    IPv4 (dashes become dots), anything else IPv6 (dashes become colons)."""
+    if label.count("-") == 3 and "--" not in label:
+        return label.replace("-", ".")
+    return label.replace("-", ":")
 
 
 def pod_label_to_ip(label: str) -> str | None:
     """The IP a pod label stands for (``10-0-0-1``, ``fd00--1``), or None if it is none."""
-    if label.count("-") == 3 and "--" not in label:
-        text = label.replace("-", ".")
-        try:
-            return str(ipaddress.IPv4Address(text))  # rejects leading zeros, like Go
-        except ValueError:
-            return None
+    text = pod_label_text(label)
+    if "%" in text:
+        return None  # Go's net.ParseIP takes no IPv6 zone; Python's parser would
     try:
-        return str(ipaddress.IPv6Address(label.replace("-", ":")))
+        if "." in text:
+            return str(ipaddress.IPv4Address(text))  # rejects leading zeros, like Go
+        return str(ipaddress.IPv6Address(text))
     except ValueError:
         return None
 

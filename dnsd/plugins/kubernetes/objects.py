@@ -40,6 +40,9 @@ class Endpoint:
     pod: str  # targetRef name when the target is a Pod and the name is < 64 chars, else ""
     pod_namespace: str
     node: str
+    # The endpoint's own ports when they differ from its slice's: a core/v1 Endpoints object
+    # has one port list per subset, folded into one Slice here.  () = the slice's ports.
+    ports: tuple[Port, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,13 +184,16 @@ def endpoints_object(obj: dict[str, Any]) -> Slice:
     for subset in obj.get("subsets") or []:
         if not isinstance(subset, dict):
             continue
+        subset_ports = _ports(subset.get("ports"))
         for addr in subset.get("addresses") or []:
             if not isinstance(addr, dict) or not _valid_ip(addr.get("ip")):
                 continue
             pod, pod_ns = _pod_ref(addr.get("targetRef"))
+            # Each address keeps its own subset's ports (subsets may differ in ports).
             endpoints.append(Endpoint((str(addr["ip"]),), str(addr.get("hostname") or ""), pod,
-                                      pod_ns or ns, str(addr.get("nodeName") or "")))
-        ports.extend(p for p in _ports(subset.get("ports")) if p[2] != -1)
+                                      pod_ns or ns, str(addr.get("nodeName") or ""),
+                                      subset_ports))
+        ports.extend(p for p in subset_ports if p[2] != -1)
     annotations = meta.get("annotations") or {}
     return Slice(
         namespace=ns, name=name, service=name, endpoints=tuple(endpoints),

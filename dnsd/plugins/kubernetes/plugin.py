@@ -30,6 +30,8 @@ from dnsd.request import Request, make_reply, soa_rr
 
 log = logging.getLogger("dnsd")
 
+# Record types whose rdata names must not be re-spelled by the hot path (see serve()).
+_SPELLING_RDATA = frozenset((QTYPE.SRV, QTYPE.CNAME))
 POD_FIELD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"
 CHASE_DEPTH = "kubernetes.chase"
 
@@ -57,6 +59,20 @@ def make_api_client(cfg: Config) -> Any:
     api = client.ApiClient(conf)
     api.user_agent = f"dnsd/{__version__}"
     return api
+
+
+def resolv_search(path: str) -> list[str]:
+    """The search domains of a resolv.conf (the last ``search`` line wins), fully qualified."""
+    domains: list[str] = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] in ("search", "domain"):
+                    domains = [d.lower().rstrip(".") + "." for d in parts[1:] if d != "."]
+    except OSError:
+        return []
+    return domains
 
 
 def local_addresses(hosts: list[str] | None) -> tuple[str, ...]:
@@ -101,6 +117,7 @@ class Plugin(Base):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.endpoints_api = "discovery.k8s.io/v1"
         self.started_at = 0.0
+        self.host_search = resolv_search("/etc/resolv.conf")
 
     @classmethod
     def setup(cls, directives: list[Directive], ctx: SetupContext) -> Plugin:
@@ -209,6 +226,19 @@ class Plugin(Base):
         elif kind == "namespaces":
             ix.delete_namespace(obj.key) if etype == "DELETED" else ix.set_namespace(obj)
 
+    def autopath_search(self, client_ip: str) -> list[str] | None:
+        """The search path of the pod at ``client_ip`` (``pods verified`` only), as CoreDNS
+        builds it: <podns>.svc.<zone>, svc.<zone>, <zone>, this server's own resolv.conf
+        search domains, then the bare name (""); None when the client is not a known pod."""
+        if self.cfg.pods != "verified":
+            return None
+        namespaces = self.index.pod_namespaces.get(client_ip)
+        if not namespaces:
+            return None
+        ns = next(iter(namespaces))
+        zone = self.cfg.primary_zone
+        return [f"{ns}.svc.{zone}", f"svc.{zone}", zone, *self.host_search, ""]
+
     def synced(self) -> bool:
         return bool(self.reflectors) and not self._pending
 
@@ -258,8 +288,12 @@ class Plugin(Base):
             reply.add_ar(rr)
         if res.soa or (not res.answer and not res.soa_answer):
             reply.add_auth(self.soa(zone_spelled))
-        if not res.chase and self.synced():
-            # The hot path may reuse this reply until the index changes.
+        if not res.chase and self.synced() and not any(rr.rtype in _SPELLING_RDATA for rr in reply.rr):
+            # The hot path may reuse this reply until the index changes.  It serves other
+            # spellings of the question by patching the question bytes only, so replies with
+            # SRV targets (written uncompressed, yet spelled with the asker's zone, §1 Case) or
+            # CNAME targets (compressed against the question, yet spelled as the object has
+            # them) are not offered: another asker's letter case would show up wrong in them.
             ix, version = self.index, self.index.version
             reply.valid = lambda: ix.version == version  # type: ignore[attr-defined]
         return reply

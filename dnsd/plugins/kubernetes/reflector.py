@@ -103,6 +103,7 @@ class Reflector:
         self._response: Any = None
         self.resource_version = ""
         self.listed = threading.Event()
+        self._listed_at = float("-inf")  # time.monotonic() of the last successful list
 
     # --- life ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -148,6 +149,12 @@ class Reflector:
                     self._stop.wait(self.backoff.next_delay())
             except Gone:
                 rv, reason = "", "expired"
+                if time.monotonic() - self._listed_at < 1.0:
+                    # Expired again right after a fresh list: the server keeps refusing our
+                    # watches.  Back off (client-go waits between ListAndWatch rounds) rather
+                    # than relisting in a tight loop.
+                    metrics.watch_errors.labels(self.resource).inc()
+                    self._stop.wait(self.backoff.next_delay())
             except Exception as exc:  # noqa: BLE001 - any API or network trouble: back off
                 if self._stop.is_set():
                     break
@@ -188,6 +195,7 @@ class Reflector:
         metrics.relists.labels(self.resource, reason).inc()
         self.sink(self.resource, "replace", objects)
         self.resource_version = rv
+        self._listed_at = time.monotonic()
         return rv
 
     def _watch(self, call: Callable[..., Any], rv: str) -> tuple[str, int]:

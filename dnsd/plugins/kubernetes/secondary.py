@@ -25,9 +25,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dnslib import PTR, QTYPE, RR
@@ -46,6 +47,7 @@ MAX_ENTRIES = 64
 MAX_IPS_PER_ENTRY = 32
 
 NetworkRef = tuple[str, str]  # (namespace, NAD name)
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # DNS-1123 label (NAD names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +89,10 @@ class AnnotationError(ValueError):
 
 
 def network_ref(name: str, default_namespace: str) -> NetworkRef | None:
-    """``ns/nad`` as is, ``nad`` in the pod's (or service's) namespace; else None."""
-    name = name.strip()
-    parts = name.split("/")
+    """``ns/nad`` as is, ``nad`` in the pod's (or service's) namespace; else None.
+
+    Spaces are stripped (multus-service strips them from the service annotation)."""
+    parts = [part.strip() for part in name.split("/")]
     if len(parts) == 1 and parts[0]:
         return default_namespace, parts[0]
     if len(parts) == 2 and parts[0] and parts[1]:
@@ -101,7 +104,8 @@ def _ip(text: Any, link_local: bool) -> str | None:
     if not isinstance(text, str):
         return None
     try:
-        ip = ipaddress.ip_address(text.split("/", 1)[0].strip())
+        # "/prefix" (the spec's CIDR form) and an IPv6 "%zone" suffix are not part of the address.
+        ip = ipaddress.ip_address(text.split("/", 1)[0].split("%", 1)[0].strip())
     except ValueError:
         return None
     if ip.is_unspecified or ip.is_loopback or ip.is_multicast:
@@ -199,6 +203,13 @@ class Secondary:
             self._report(pod, exc)
         return _with_networks(pod, networks)
 
+    def convert_service(self, obj: dict[str, Any]) -> Service:
+        """The compact service, its binding read from the configured ``service_annotation``."""
+        svc = objects.service(obj)
+        annotations = ((obj.get("metadata") or {}).get("annotations")) or {}
+        value = annotations.get(self.cfg.service_annotation) if isinstance(annotations, dict) else None
+        return replace(svc, service_network=value if isinstance(value, str) else "")
+
     def _report(self, pod: objects.Pod, exc: AnnotationError) -> None:
         metrics.secondary_annotation_errors.labels(exc.reason).inc()
         key = (pod.namespace, pod.name, pod.rv)
@@ -263,10 +274,17 @@ class Secondary:
                     continue
                 seen_pods.add(key)
                 nets = self._pod_networks(*key)
+                # An endpoint's own ports (a core/v1 Endpoints subset's) win over its slice's.
+                ports = getattr(ep, "ports", ()) or sl.ports
                 for ip in nets.secondary_ips(network) if nets is not None else []:
-                    out.append(Address(ip, self._label(ep.hostname, ep.pod, ip), sl.ports,
+                    out.append(Address(ip, self._label(ep.hostname, ep.pod, ip), ports,
                                        ep.pod, ep.pod_namespace, role="secondary"))
         for addr in primary:
+            if addr.pod and _not_a_pod_ip(ix, addr):
+                # A third-party slice (multus-service) listing the pod's secondary addresses:
+                # the pod's attachments were answered above; such an address is no primary
+                # address (PTR precedence) and is never answered as one (append).
+                continue
             if not addr.pod or append:
                 out.append(addr)
             else:
@@ -274,9 +292,23 @@ class Secondary:
         return out
 
 
-def _with_networks(pod: objects.Pod, networks: PodNetworks | None) -> objects.Pod:
-    from dataclasses import replace
+def _not_a_pod_ip(ix: Index, addr: Address) -> bool:
+    """Is ``addr`` none of its (known) pod's own IPs (``status.podIPs``)?"""
+    pod = ix.pods.get((addr.pod_namespace, addr.pod))
+    if pod is None or not (pod.ip or pod.ips):
+        return False  # unknown yet: keep what the slice says
+    own = {_canonical(ip) for ip in (pod.ip, *pod.ips) if ip}
+    return _canonical(addr.ip) not in own
 
+
+def _canonical(ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return ip
+
+
+def _with_networks(pod: objects.Pod, networks: PodNetworks | None) -> objects.Pod:
     return replace(pod, networks=networks)
 
 
@@ -285,7 +317,9 @@ def net_entries(ix: Index, view: ServiceView, p: Parsed) -> list[Any]:
     from dnsd.plugins.kubernetes.answer import Entry, NameError_
 
     sec: Secondary | None = getattr(ix.address_builder, "__self__", None)
-    if sec is None:
+    if sec is None or not _LABEL.fullmatch(p.network):
+        # Only a NAD name that is a DNS-1123 label is reachable here (§7.3 B); any other
+        # spelling ("data_net") keeps the stock "too long" name error.
         raise NameError_
     network = (view.svc.namespace, p.network)
     entries: list[Any] = []
@@ -321,6 +355,6 @@ def secondary_ptr(ix: Index, opt: Any, qname: str, ip: str) -> list[RR]:
         return []
     names = sorted(
         f"{label}.{svc}.{ns}.svc.{opt.primary_zone}" for (label, svc, ns) in owners
-        if not opt.namespaces or ns in opt.namespaces
+        if not opt.namespaces or (ns in opt.namespaces and ns in ix.namespaces)
     )
     return [RR(qname, QTYPE.PTR, ttl=opt.ttl, rdata=PTR(n)) for n in names]

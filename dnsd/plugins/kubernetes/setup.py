@@ -26,12 +26,17 @@ Syntax (CoreDNS's, minus ``multicluster`` and ``zonal``)::
 from __future__ import annotations
 
 import ipaddress
+import logging
+import math
+import re
 from dataclasses import dataclass, field
 
 from dnsd.corefile.address import normalize_zone, reverse_zones_for_cidr
 from dnsd.corefile.ast import Directive
-from dnsd.corefile.values import arity, duration_arg, int_arg
+from dnsd.corefile.values import arity, duration_arg, int_arg, no_block
 from dnsd.plugins.kubernetes.names import is_reverse_zone
+
+log = logging.getLogger("dnsd")
 
 
 @dataclass
@@ -117,6 +122,9 @@ def _option(cfg: Config, c: Directive) -> None:  # noqa: C901 - one branch per o
     if name == "endpoint":
         args = arity(c, 1)
         cfg.endpoint = args[0]
+        if len(args) > 1:
+            log.warning("[WARNING] plugin/kubernetes: multiple endpoints have been deprecated, "
+                        "using the first one: %s", args[0])
         if not cfg.endpoint.startswith(("http://", "https://")):
             raise c.error(f"endpoint must be an http:// or https:// URL, got '{cfg.endpoint}'")
     elif name == "tls":
@@ -132,12 +140,14 @@ def _option(cfg: Config, c: Directive) -> None:  # noqa: C901 - one branch per o
             cfg.qps = float(a[0])
         except ValueError:
             raise c.error(f"invalid apiserver_qps '{a[0]}'") from None
+        if not math.isfinite(cfg.qps):  # Go's ParseFloat(.., 32) rejects out-of-range values
+            raise c.error(f"invalid apiserver_qps '{a[0]}'")
         if cfg.qps < 0:
             raise c.error("apiserver_qps must be >= 0")
     elif name == "apiserver_burst":
-        cfg.burst = int_arg(c, arity(c, 1, 1)[0], lo=0)
+        cfg.burst = _int(c, arity(c, 1, 1)[0], lo=0)
     elif name == "apiserver_max_inflight":
-        cfg.max_inflight = int_arg(c, arity(c, 1, 1)[0], lo=0)
+        cfg.max_inflight = _int(c, arity(c, 1, 1)[0], lo=0)
     elif name == "namespaces":
         cfg.namespaces = [n.lower() for n in arity(c, 1)]
     elif name == "namespace_labels":
@@ -153,7 +163,7 @@ def _option(cfg: Config, c: Directive) -> None:  # noqa: C901 - one branch per o
         arity(c, 0, 0)
         cfg.endpoint_pod_names = True
     elif name == "ttl":
-        cfg.ttl = int_arg(c, arity(c, 1, 1)[0], lo=0, hi=3600)
+        cfg.ttl = _int(c, arity(c, 1, 1)[0], lo=0, hi=3600)
     elif name == "noendpoints":
         arity(c, 0, 0)
         cfg.noendpoints = True
@@ -175,10 +185,26 @@ def _option(cfg: Config, c: Directive) -> None:  # noqa: C901 - one branch per o
         raise c.error(f"unknown property '{name}'")
 
 
+def _int(c: Directive, text: str, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer as Go's strconv.Atoi reads it: ASCII digits with an optional sign only
+    (Python's int() would also take "1_000", spaces and non-ASCII digits)."""
+    if not _INT.fullmatch(text):
+        raise c.error(f"invalid number '{text}'")
+    return int_arg(c, text, lo=lo, hi=hi)
+
+
+_INT = re.compile(r"[+-]?[0-9]+")
+
+
 def parse_secondary(d: Directive) -> SecondaryConfig:
     arity(d, 0, 0)
     sc = SecondaryConfig()
+    seen: set[str] = set()
     for c in d.children:
+        if c.name in seen:
+            raise c.error(f"duplicate secondary_networks property '{c.name}'")
+        seen.add(c.name)
+        no_block(c)
         if c.name == "status_annotation":
             sc.status_annotation = arity(c, 1, 1)[0]
         elif c.name == "service_annotation":
