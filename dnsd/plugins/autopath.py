@@ -99,7 +99,10 @@ class Plugin(Base):
                 continue
             if i > 0:
                 _cname_from(reply, req)
-                metrics.autopath_success.labels(req.server).inc()
+                # A SERVFAIL here is the walk failing (e.g. forward found no live upstream, an
+                # error in CoreDNS, which ends its walk without counting), not an autopath.
+                if reply.header.rcode != RCODE.SERVFAIL:
+                    metrics.autopath_success.labels(req.server).inc()
             return reply
         return first_reply
 
