@@ -67,8 +67,11 @@ def banner(runtime: Runtime, server: Server) -> str:
 
 
 async def serve(conf: str, port: int, runtime: Runtime, quiet: bool, pidfile: str,
-                reuse_port: bool = False) -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP (or the reload plugin) re-reads the Corefile."""
+                reuse_port: bool = False, workers: Sequence[Any] = ()) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP (or the reload plugin) re-reads the Corefile.
+
+    ``workers`` (``-workers N``) get this process's SIGHUP and, as SIGTERM, its stop signals,
+    so that they reload and go into lameduck together with it."""
     loop = asyncio.get_running_loop()
     server = Server(reuse_port=reuse_port)
     stop = asyncio.Event()
@@ -92,7 +95,18 @@ async def serve(conf: str, port: int, runtime: Runtime, quiet: bool, pidfile: st
     shared["reload"] = reload
     reloading: set[asyncio.Task[bool]] = set()
 
+    def signal_workers(sig: int) -> None:
+        for proc in workers:
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.send_signal(sig)
+
+    def on_stop() -> None:
+        signal_workers(signal.SIGTERM)
+        stop.set()
+
     def on_hup() -> None:
+        signal_workers(signal.SIGHUP)
         t = loop.create_task(reload())
         reloading.add(t)
         t.add_done_callback(reloading.discard)
@@ -103,7 +117,7 @@ async def serve(conf: str, port: int, runtime: Runtime, quiet: bool, pidfile: st
         log.error("[FATAL] listen: %s", exc)
         return 1
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     if pidfile:
         with open(pidfile, "w") as f:
@@ -159,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(plugins_text())
         return 0
     setup_logging(args.quiet)
+    # SIGHUP's default action kills: ignore it until serve() handles it, so that a reload
+    # signal during start-up (the kubernetes sync can take seconds) is harmless.  Workers
+    # inherit the setting through exec, and get SIGHUP forwarded by this process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     reuse_port = args.workers > 1 or bool(os.environ.get(WORKER_ENV))
     shared: dict[str, Any] = {"reuse_port": reuse_port}
     try:
@@ -171,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     workers = start_workers(argv, args.workers) if args.workers > 1 else []
     try:
-        return run_loop(serve(args.conf, args.port, runtime, args.quiet, args.pidfile, reuse_port))
+        return run_loop(serve(args.conf, args.port, runtime, args.quiet, args.pidfile, reuse_port,
+                              workers))
     finally:
         stop_workers(workers)
 
@@ -185,11 +204,14 @@ def start_workers(argv: list[str], n: int) -> list[Any]:
     import subprocess
 
     args = [a for a in argv]
-    for flag in ("-workers", "--workers"):
+    # -pidfile too: the file names this (main) process, which a worker must not overwrite or
+    # remove when it exits.
+    for flag in ("-workers", "--workers", "-pidfile", "--pidfile"):
         while flag in args:
             i = args.index(flag)
             del args[i : i + 2]
-    args = [a for a in args if not a.startswith(("-workers=", "--workers="))]
+    args = [a for a in args
+            if not a.startswith(("-workers=", "--workers=", "-pidfile=", "--pidfile="))]
     env = {**os.environ, WORKER_ENV: "1"}
     procs = []
     for _ in range(n - 1):

@@ -2,7 +2,9 @@
 
 Listeners are shared by address and outlive a configuration reload: a plugin registers a
 path with an owner token; the listener closes when its last path goes.  So a reload that keeps
-``health :8080`` never closes the port, and two plugins may share one address.
+``health :8080`` never closes the port, and two plugins may share one address.  Each path keeps
+its owners in registration order and the newest one answers: when a reload fails and its
+plugins stop, the running configuration's owner answers again.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class Listener:
         self.host = host
         self.port = port
         self.reuse_port = reuse_port
-        self.routes: dict[str, tuple[object, Handler]] = {}
+        self.routes: dict[str, list[tuple[object, Handler]]] = {}  # path -> owners, newest last
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -58,13 +60,13 @@ class Listener:
             parts = line.split()
             method, path = (parts[0], parts[1]) if len(parts) >= 2 else ("", "")
             path = path.split("?", 1)[0]
-            route = self.routes.get(path)
-            if route is None:
+            owners = self.routes.get(path)
+            if not owners:
                 status, ctype, body = 404, "text/plain", b"404 page not found\n"
             elif method not in ("GET", "HEAD"):
                 status, ctype, body = 405, "text/plain", b"method not allowed\n"
             else:
-                result = route[1]()
+                result = owners[-1][1]()
                 if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
                     result = await result  # type: ignore[misc]
                 status, ctype, body = result  # type: ignore[misc]
@@ -103,7 +105,9 @@ class HttpRegistry:
                 listener = Listener(host, port, self.reuse_port)
                 await listener.start()
                 self.listeners[(host, port)] = listener
-            listener.routes[path] = (owner, handler)
+            owners = listener.routes.setdefault(path, [])
+            owners[:] = [entry for entry in owners if entry[0] is not owner]
+            owners.append((owner, handler))
             return listener
 
     async def remove(self, host: str, port: int, path: str, owner: object) -> None:
@@ -111,9 +115,11 @@ class HttpRegistry:
             listener = self.listeners.get((host, port))
             if listener is None:
                 return
-            route = listener.routes.get(path)
-            if route is not None and route[0] is owner:
-                del listener.routes[path]
+            owners = [entry for entry in listener.routes.get(path, []) if entry[0] is not owner]
+            if owners:
+                listener.routes[path] = owners
+            else:
+                listener.routes.pop(path, None)
             if not listener.routes:
                 del self.listeners[(host, port)]
                 await listener.stop()

@@ -32,6 +32,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -232,7 +233,9 @@ class Plugin(Base):
         if self._should_prefetch(item, now):
             metrics.cache_prefetch.labels(server, zones, "").inc()
             self._background(req, next_, key, item)
-        return item.to_reply(req, now, self.s.keepttl)
+        reply = item.to_reply(req, now, self.s.keepttl)
+        self._allow_hot_path(req, reply, key, item, None)
+        return reply
 
     def _get(self, key: Key, now: float) -> Item | None:
         """A fresh entry, or a stale one still within serve_stale; expired ones are dropped."""
@@ -282,7 +285,31 @@ class Plugin(Base):
             reply.rr = [_copy_rr(rr, ttl) for rr in reply.rr]
             reply.auth = [_copy_rr(rr, ttl) for rr in reply.auth]
             reply.ar = [rr if rr.rtype == QTYPE.OPT else _copy_rr(rr, ttl) for rr in reply.ar]
+        self._allow_hot_path(req, reply, key, item, reply.__dict__.get("valid"))
         return reply
+
+    def _allow_hot_path(self, req: Request, reply: DNSRecord, key: Key, item: Item,
+                        inner: Callable[[], bool] | None) -> None:
+        """Let the engine's hot path repeat this reply while it is exactly what the cache
+        would serve: the same entry, and the same whole-second TTL (it counts down, so at
+        most one second, unless ``keepttl``).  Repeats count as cache hits."""
+        if item.kind == SERVFAIL or self.s.prefetch or not item.fresh(time.monotonic()):
+            # (prefetch decides on the hits it sees, so with it every query must come here)
+            reply.__dict__.pop("valid", None)
+            return
+        until = item.stored + item.ttl if self.s.keepttl else \
+            item.stored + int(time.monotonic() - item.stored) + 1
+        pcache, ncache = self.pcache, self.ncache
+
+        def valid() -> bool:
+            if time.monotonic() >= until:
+                return False
+            if pcache.get(key) is not item and ncache.get(key) is not item:
+                return False
+            return inner is None or inner()
+
+        reply.valid = valid  # type: ignore[attr-defined]
+        req.when_done(_count_repeats(req.server, self.zones_label, _metric_type(item)))
 
     def _disabled(self, kind: str, name: str) -> bool:
         zones = self.s.no_success if kind == SUCCESS else self.s.no_denial
@@ -344,6 +371,26 @@ class Plugin(Base):
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _count_repeats(server: str, zones: str, mtype: str) -> Callable[..., None]:
+    """An after-reply hook that does nothing on the full path (serve() counted there) and,
+    replayed for hot-path repeats of the reply, counts each as a cache hit."""
+    requests = metrics.cache_requests.labels(server, zones, "")
+    hits = metrics.cache_hits.labels(server, mtype, zones, "")
+
+    def hook(req: Request, reply: DNSRecord, size: int) -> None:
+        return None
+
+    def replay(req: Request, reply: DNSRecord, size: int) -> Callable[[int, str, float], None]:
+        def on_hit(qsize: int, client_ip: str, started: float) -> None:
+            requests.inc()
+            hits.inc()
+
+        return on_hit
+
+    hook.fast_replay = replay  # type: ignore[attr-defined]
+    return hook
 
 
 def _metric_type(item: Item) -> str:

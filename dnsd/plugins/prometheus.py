@@ -88,9 +88,16 @@ class Plugin(Base):
 
     async def start(self) -> None:
         await registry(self.ctx.shared).add(self.host, self.port, "/metrics", self, scrape)
+        # Like CoreDNS (which resets the family on restart), a new configuration replaces the
+        # old one's series; the first prometheus plugin of a configuration to start clears.
+        if self.ctx.shared.get("plugin_enabled_for") is not self.ctx.runtime_plugins:
+            self.ctx.shared["plugin_enabled_for"] = self.ctx.runtime_plugins
+            metrics.plugin_enabled.clear()
         for server in self.ctx.servers:
             for zone in self.ctx.zones:
-                for name in self.ctx.plugins:
+                for name, plugin in self.ctx.plugins.items():
+                    if plugin.passive:  # bind, health, ready, reload: not query handlers
+                        continue
                     metrics.plugin_enabled.labels(server, zone, "", name).set(1)
 
     async def stop(self) -> None:

@@ -10,7 +10,9 @@ Default address ``:8181``.  200 ``OK`` once every plugin that reports readiness 
 kubernetes plugin's first full sync above all) is ready; otherwise 503 with the comma-separated
 names of the plugins that are not; 503 ``Shutting down`` during shutdown.  With
 ``until-ready`` (the default) a plugin that was ready once is not asked again, so a 410 relist
-never flips readiness.
+never flips readiness.  During a reload the running configuration keeps serving while the new
+one starts (the kubernetes plugin's first sync): until the new one is ready, or the old one
+has stopped, ``/ready`` answers for the old one, so a reload does not flip readiness either.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Plugin(Base):
         self.continuously = continuously
         self.ctx = ctx
         self._ready_once: set[int] = set()
+        self._previous: Plugin | None = None  # the running configuration's, during a reload
+        self.stopped = False
 
     @classmethod
     def setup(cls, directives: list[Directive], ctx: SetupContext) -> Plugin:
@@ -71,12 +75,21 @@ class Plugin(Base):
         if shutting_down(self.ctx.shared):
             return 503, "text/plain", b"Shutting down"
         waiting = self.not_ready()
+        previous = self._previous
+        if waiting and previous is not None and not previous.stopped:
+            return previous.status()
+        self._previous = None
         if waiting:
             return 503, "text/plain", ",".join(sorted(waiting)).encode()
         return 200, "text/plain", b"OK"
 
     async def start(self) -> None:
-        await registry(self.ctx.shared).add(self.host, self.port, "/ready", self, self.status)
+        listener = await registry(self.ctx.shared).add(self.host, self.port, "/ready", self, self.status)
+        owners = [owner for owner, _ in listener.routes["/ready"][:-1]
+                  if isinstance(owner, Plugin) and owner.ctx.runtime_plugins is not self.ctx.runtime_plugins]
+        self._previous = owners[-1] if owners else None
 
     async def stop(self) -> None:
+        self.stopped = True
+        self._previous = None
         await registry(self.ctx.shared).remove(self.host, self.port, "/ready", self)

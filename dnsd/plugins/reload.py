@@ -40,6 +40,8 @@ class Plugin(Base):
         self.ctx = ctx
         self._task: asyncio.Task[None] | None = None
         self.hash = ""
+        self.stopped = False
+        self._previous: Plugin | None = None  # the running configuration's, during a reload
 
     @classmethod
     def setup(cls, directives: list[Directive], ctx: SetupContext) -> Plugin:
@@ -58,12 +60,19 @@ class Plugin(Base):
             self.hash = corefile_hash(self.ctx.config_file)
         except OSError:
             self.hash = ""
-        metrics.reload_version_info.clear()
-        metrics.reload_version_info.labels(self.hash, "sha512").set(1)
+        self._previous = self.ctx.shared.get("reload_version")
+        self.ctx.shared["reload_version"] = self
+        _show_version(self.hash)
         log.info("[INFO] plugin/reload: Running configuration SHA512 = %s", self.hash)
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
+        self.stopped = True
+        previous, self._previous = self._previous, None
+        if self.ctx.shared.get("reload_version") is self and previous is not None and not previous.stopped:
+            # This configuration never took over (its reload failed): show the running one's.
+            self.ctx.shared["reload_version"] = previous
+            _show_version(previous.hash)
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -86,3 +95,7 @@ class Plugin(Base):
             self.hash = current  # do not retry the same broken file every interval
             await asyncio.shield(reload())
 
+
+def _show_version(sha512: str) -> None:
+    metrics.reload_version_info.clear()
+    metrics.reload_version_info.labels(sha512, "sha512").set(1)

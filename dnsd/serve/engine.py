@@ -2,26 +2,45 @@
 
 No sockets here.  A listener hands every datagram or TCP frame to ``Engine.handle`` and sends
 back whatever it returns (``None`` means: drop silently).
+
+Two markers a plugin may set on the reply it returns (both are attributes, so the plugins
+outside it still see an ordinary message):
+
+* ``reply.drop = True``: send nothing at all (the ``acl`` plugin's ``drop`` action);
+* ``reply.stream = <iterable of DNSRecord>``: more messages follow the first, over TCP only
+  (zone transfers).  ``handle`` then returns a ``Stream``: the first message's bytes, with
+  ``more`` yielding the packed later ones; the TCP listener writes them all in order.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSLabel, DNSRecord
+from dnslib.label import DNSBuffer, DNSLabelError
 
 from dnsd.chain import Next, Plugin
 from dnsd.request import Request, error_reply, header_only_reply, make_reply
+from dnsd.wire.encode import Unsupported
+from dnsd.wire.encode import pack as fast_pack
 from dnsd.wire.fastpath import PreparedAnswers, query_key
 
 log = logging.getLogger("dnsd")
 
 CLASS_IN = 1
 MAX_TCP = 65535
+# The largest UDP payload IPv4 can carry: a bigger EDNS size would make sendto fail outright.
+MAX_UDP = 65507
 BADVERS = 16
+
+
+class Stream(bytes):
+    """The first message of a multi-message TCP reply; ``more`` yields the packed others."""
+
+    more: Iterator[bytes]
 
 
 @dataclass
@@ -44,6 +63,8 @@ class Engine:
             for zone in block.zones:
                 self._by_zone.setdefault(zone, block)
         self.prepared = PreparedAnswers()
+        # With metrics on this listener, queries no block serves are counted as "dropped".
+        self.count_dropped = any(p.name == "prometheus" for b in self.blocks for p in b.plugins)
 
     def fast(self, data: bytes, proto: str, client_ip: str) -> tuple[bytes | None, tuple[bytes, int] | None]:
         """The hot path: (prepared reply, None) on a hit; (None, key) when the query may be
@@ -105,15 +126,17 @@ class Engine:
         local_ip: str, local_port: int, key: tuple[bytes, int] | None = None,
     ) -> bytes | None:
         h = query.header
+        if not all(_name_fits(q.qname.label) for q in query.questions[:1]):
+            # dnslib decodes label lengths 64-191 and names over 255 octets; miekg/dns rejects
+            # them.  The question cannot be packed back: a bare header, NOTIMP still first.
+            notimp = h.opcode != OPCODE.QUERY
+            return header_only_reply(data, RCODE.NOTIMP if notimp else RCODE.FORMERR)
         if h.opcode != OPCODE.QUERY:
             return _pack(_header_reply(query, RCODE.NOTIMP), MAX_TCP)
         if len(query.questions) != 1:
             return _pack(_header_reply(query, RCODE.FORMERR), MAX_TCP)
         q = query.questions[0]
         labels = q.qname.label
-        # dnslib decodes label lengths 64-191 and names over 255 octets; miekg/dns rejects them.
-        if len(b".".join(labels)) > 253 or any(len(label) > 63 for label in labels):
-            return header_only_reply(data, RCODE.FORMERR)  # the question cannot be packed back
         qname = _fqdn(str(q.qname))
         if not _round_trips(qname, labels):
             # A '.' inside a label or non-ASCII bytes: the text form the plugins work with
@@ -139,8 +162,14 @@ class Engine:
                 reply.add_ar(EDNS0(udp_len=req.udp_size, version=0, ext_rcode=BADVERS >> 4))
                 return _pack(reply, MAX_TCP)
         reply = await self.resolve(req)
-        limit = req.max_udp_size if proto == "udp" else MAX_TCP
+        if reply.__dict__.get("drop"):
+            return None  # a plugin (acl's drop) asked for no answer at all
+        limit = min(req.max_udp_size, MAX_UDP) if proto == "udp" else MAX_TCP
         wire = self.finish(req, reply, limit)
+        stream = reply.__dict__.get("stream")
+        if stream is not None and proto == "tcp":
+            wire = Stream(wire)
+            wire.more = self._more(req, stream)
         if req.on_done:
             for callback in req.on_done:
                 try:
@@ -150,6 +179,10 @@ class Engine:
         if key is not None:
             self._prepare(key, req, reply, wire)
         return wire
+
+    def _more(self, req: Request, messages: Iterable[DNSRecord]) -> Iterator[bytes]:
+        for msg in messages:
+            yield self.finish(req, msg, MAX_TCP)
 
     def _prepare(self, key: tuple[bytes, int], req: Request, reply: DNSRecord, wire: bytes) -> None:
         """Keep a reply for the hot path when its writer vouched for it (``reply.valid``)
@@ -179,6 +212,12 @@ class Engine:
             return error_reply(req, RCODE.REFUSED)
         routed = self.route(req.qname_lower)
         if routed is None:
+            if self.count_dropped and req.on_done is None:
+                # CoreDNS counts queries that enter no plugin chain under zone "dropped".
+                from dnsd.plugins.prometheus import record
+
+                req.zone, req.server = "dropped", self.blocks[0].server
+                req.when_done(record)
             return error_reply(req, RCODE.REFUSED)
         req.zone, block = routed
         req.server = block.server
@@ -214,6 +253,11 @@ def _fqdn(name: str) -> str:
     return name if name.endswith(".") else name + "."
 
 
+def _name_fits(labels: tuple[bytes, ...]) -> bool:
+    """Can a name be written in a message (labels of 63 octets at most, 255 in all)?"""
+    return len(b".".join(labels)) <= 253 and all(len(label) <= 63 for label in labels)
+
+
 def _round_trips(qname: str, labels: tuple[bytes, ...]) -> bool:
     """Does the text form of a name parse back to the same labels (case included)?"""
     try:
@@ -232,14 +276,58 @@ def _header_reply(query: DNSRecord, rcode: int) -> DNSRecord:
     return reply
 
 
+class _Buffer(DNSBuffer):
+    """dnslib's packing buffer without its compression bug: dnslib remembers names at any
+    offset, but a compression pointer has 14 bits, so in a message over 16 KiB (a big TCP
+    answer, a zone transfer) names pointing past 0x3FFF came out as garbage labels.  Names
+    written beyond that offset are not remembered; everything else packs as dnslib does."""
+
+    def encode_name(self, name: DNSLabel | str) -> None:
+        if not isinstance(name, DNSLabel):
+            name = DNSLabel(name)
+        if len(name) > 253:
+            raise DNSLabelError(f"Domain label too long: {name!r}")
+        labels = list(name.label)
+        while labels:
+            key = tuple(labels)
+            pointer = self.names.get(key)
+            if pointer is not None:
+                self.pack("!H", 0xC000 | pointer)
+                return
+            if self.offset < 0x4000:
+                self.names[key] = self.offset
+            element = labels.pop(0)
+            if len(element) > 63:
+                raise DNSLabelError(f"Label component too long: {element!r}")
+            self.pack("!B", len(element))
+            self.append(element)
+        self.append(b"\x00")
+
+
+def pack_message(msg: DNSRecord) -> bytes:
+    """``msg.pack()`` with correct compression pointers in messages over 16 KiB (the fast
+    packer for the usual record types, dnslib's machinery for the rest)."""
+    try:
+        return fast_pack(msg)
+    except Unsupported:
+        pass
+    msg.set_header_qa()
+    buffer = _Buffer()
+    msg.header.pack(buffer)
+    for section in (msg.questions, msg.rr, msg.auth, msg.ar):
+        for item in section:
+            item.pack(buffer)
+    return bytes(buffer.data)
+
+
 def _pack(reply: DNSRecord, limit: int) -> bytes:
     """Pack, truncating to ``limit`` bytes the way miekg/dns does (TC set when answers go)."""
-    data = bytes(reply.pack())  # dnslib packs into a bytearray
+    data = pack_message(reply)
     if len(data) <= limit:
         return data
     opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
     reply.ar = opt
-    data = bytes(reply.pack())
+    data = pack_message(reply)
     if len(data) <= limit:
         return data
     reply.auth = []
@@ -248,14 +336,14 @@ def _pack(reply: DNSRecord, limit: int) -> bytes:
     while lo < hi:  # the largest prefix of the answers that fits
         mid = (lo + hi + 1) // 2
         reply.rr = answers[:mid]
-        if len(reply.pack()) <= limit:
+        if len(pack_message(reply)) <= limit:
             lo = mid
         else:
             hi = mid - 1
     reply.rr = answers[:lo]
     reply.header.tc = 1
-    data = bytes(reply.pack())
+    data = pack_message(reply)
     if len(data) > limit:  # even the question does not fit: header alone
         reply.rr, reply.ar = [], []
-        data = bytes(reply.pack())[:limit]
+        data = pack_message(reply)[:limit]
     return data
