@@ -79,6 +79,7 @@ class Engine:
         if not entry.valid():
             del self.prepared.entries[k[0]]
             return None, k
+        self.prepared.hits += 1
         wire = entry.wire
         qend = k[1]
         reply = data[:2] + wire[2:12] + data[12:qend] + wire[qend:]

@@ -1,0 +1,182 @@
+"""The hot path: the fast packer, the query key, and prepared answers in the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import dns.flags
+import dns.message
+import dns.rcode
+import pytest
+from dnslib import (
+    AAAA,
+    CNAME,
+    EDNS0,
+    MX,
+    NS,
+    PTR,
+    QTYPE,
+    RR,
+    SOA,
+    SRV,
+    TXT,
+    A,
+    DNSRecord,
+    EDNSOption,
+)
+
+from dnsd.corefile import parse
+from dnsd.serve.runtime import Runtime
+from dnsd.wire.encode import Unsupported, pack
+from dnsd.wire.fastpath import query_key
+
+NAMES = ["a.b.c", "B.c", "x.y.z.cluster.local", "cluster.local", "Cluster.Local", "svc.cluster.local", "."]
+
+
+def test_fast_packer_is_byte_identical_to_dnslib() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        msg = DNSRecord.question(rng.choice(NAMES[:-1]), "A").reply()
+        for _ in range(rng.randint(0, 8)):
+            kind = rng.choice(["A", "AAAA", "CNAME", "SRV", "PTR", "NS", "MX", "TXT", "SOA"])
+            owner, target = rng.choice(NAMES), rng.choice(NAMES)
+            rdata = {
+                "A": A("192.0.2.1"), "AAAA": AAAA("2001:db8::1"), "CNAME": CNAME(target),
+                "SRV": SRV(1, 2, 3, target), "PTR": PTR(target), "NS": NS(target),
+                "MX": MX(target, 5), "TXT": TXT(["hi", "there"]), "SOA": SOA(target, owner, (1, 2, 3, 4, 5)),
+            }[kind]
+            section = rng.choice(["add_answer", "add_auth", "add_ar"])
+            getattr(msg, section)(RR(owner, getattr(QTYPE, kind), rdata=rdata, ttl=rng.randint(0, 2**31)))
+        if rng.random() < 0.5:
+            msg.add_ar(EDNS0(udp_len=rng.choice([512, 1232, 4096]), flags=rng.choice(["", "do"]),
+                             opts=[EDNSOption(10, b"12345678")] if rng.random() < 0.3 else []))
+        assert pack(msg) == bytes(msg.pack())
+
+
+def test_fast_packer_leaves_unusual_types_to_dnslib() -> None:
+    msg = DNSRecord.question("example.org", "HINFO").reply()
+    msg.add_answer(RR("example.org", QTYPE.CAA, rdata=__import__("dnslib").CAA(0, "issue", "ca.example"), ttl=5))
+    with pytest.raises(Unsupported):
+        pack(msg)
+
+
+def q(name: str, rdtype: str = "A", **kw: object) -> bytes:
+    return dns.message.make_query(name, rdtype, **kw).to_wire()  # type: ignore[arg-type]
+
+
+def test_query_key_accepts_plain_queries_and_keys_case_insensitively() -> None:
+    a, b = query_key(q("Web.Example.ORG"), "udp"), query_key(q("web.example.org"), "udp")
+    assert a is not None and b is not None
+    assert a[0][2:] == b[0][2:]  # same key apart from the flags of the random query
+    edns = query_key(q("web.example.org", use_edns=0, payload=1232), "udp")
+    cookie = query_key(q("web.example.org", use_edns=0, payload=1232,
+                         options=[dns.edns.GenericOption(10, b"12345678")]), "udp")
+    assert edns is not None and cookie is not None and edns[0] == cookie[0]
+    assert query_key(q("web.example.org"), "tcp")[0] != b[0]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d[:2] + bytes([d[2] | 0x80]) + d[3:],  # QR set
+    lambda d: d[:2] + bytes([d[2] | 0x20]) + d[3:],  # opcode 4 (NOTIFY)
+    lambda d: d[:4] + b"\x00\x02" + d[6:],  # two questions
+    lambda d: d[:6] + b"\x00\x01" + d[8:],  # an answer record in a query
+    lambda d: d + b"\x00",  # trailing garbage
+    lambda d: d[:12] + b"\xc0\x0c" + d[-4:],  # compression pointer in the question
+    lambda d: d[:-6],  # truncated
+])
+def test_query_key_rejects_what_the_general_path_must_judge(mutate: object) -> None:
+    data = q("web.example.org")
+    assert query_key(mutate(data), "udp") is None  # type: ignore[operator]
+
+
+def test_query_key_rejects_edns_version_and_broken_options() -> None:
+    assert query_key(q("a.example", use_edns=1), "udp") is None  # BADVERS comes from the engine
+    good = bytearray(q("a.example", use_edns=0, options=[dns.edns.GenericOption(10, b"12345678")]))
+    good[-9] = 200  # option length beyond the rdata
+    assert query_key(bytes(good), "udp") is None
+
+
+def engine_for(corefile: str) -> object:
+    rt = Runtime.build(parse(corefile), 1053)
+    return rt.engines[("", 1053)]
+
+
+async def serve(engine: object, data: bytes) -> bytes:
+    reply, key = engine.fast(data, "udp", "127.0.0.1")  # type: ignore[attr-defined]
+    if reply is not None:
+        return reply
+    out = await engine.handle(data, key=key)  # type: ignore[attr-defined]
+    assert out is not None
+    return out
+
+
+HOSTS = """.:1053 {
+    hosts {
+        192.0.2.1 web.example.org
+        192.0.2.2 multi.example.org
+        192.0.2.3 multi.example.org
+        fallthrough
+    }
+    whoami
+}
+"""
+
+
+def test_repeat_query_is_served_prepared_with_its_own_id_and_case() -> None:
+    engine = engine_for(HOSTS)
+
+    async def run() -> None:
+        first = dns.message.from_wire(await serve(engine, q("web.example.org")))
+        assert engine.prepared.hits == 0  # type: ignore[attr-defined]
+        query = dns.message.make_query("WEB.Example.org", "A")
+        second = dns.message.from_wire(await serve(engine, query.to_wire()))
+        assert engine.prepared.hits == 1  # type: ignore[attr-defined]
+        assert second.id == query.id
+        assert str(second.question[0].name) == "WEB.Example.org."
+        assert [str(rr) for rr in second.answer] == ["WEB.Example.org. 3600 IN A 192.0.2.1"]
+        assert second.flags == first.flags
+
+    asyncio.run(run())
+
+
+def test_answers_that_depend_on_the_client_or_are_logged_are_never_prepared() -> None:
+    async def twice(engine: object, name: str) -> int:
+        await serve(engine, q(name))
+        await serve(engine, q(name))
+        return engine.prepared.hits  # type: ignore[attr-defined,no-any-return]
+
+    assert asyncio.run(twice(engine_for(HOSTS), "who.example.net")) == 0  # whoami
+    assert asyncio.run(twice(engine_for(HOSTS.replace("    whoami", "    log\n    whoami")), "web.example.org")) == 0
+    shuffled = HOSTS.replace("    whoami", "    loadbalance\n    whoami")
+    assert asyncio.run(twice(engine_for(shuffled), "multi.example.org")) == 0  # shuffled order
+    assert asyncio.run(twice(engine_for(shuffled), "web.example.org")) == 1  # one record: stable
+
+
+def test_a_change_behind_a_prepared_answer_invalidates_it() -> None:
+    engine = engine_for(HOSTS)
+    hosts = engine.blocks[0].plugins[0]  # type: ignore[attr-defined]
+
+    async def run() -> None:
+        await serve(engine, q("web.example.org"))
+        await serve(engine, q("web.example.org"))
+        assert engine.prepared.hits == 1  # type: ignore[attr-defined]
+        hosts.index = type(hosts.index).build(hosts.file, type(hosts.inline)(), hosts.reverse)  # reload: empty
+        reply = dns.message.from_wire(await serve(engine, q("web.example.org")))
+        assert engine.prepared.hits == 1  # type: ignore[attr-defined]
+        assert reply.answer == [] and reply.rcode() == dns.rcode.NOERROR  # falls through: new data
+
+    asyncio.run(run())
+
+
+def test_truncated_replies_are_not_prepared() -> None:
+    lines = "\n".join(f"        198.51.100.{i} big.example.org" for i in range(1, 60))
+    engine = engine_for(f".:1053 {{\n    hosts {{\n{lines}\n    }}\n}}\n")
+
+    async def run() -> None:
+        for _ in range(2):
+            reply = dns.message.from_wire(await serve(engine, q("big.example.org")))
+            assert reply.flags & dns.flags.TC
+        assert engine.prepared.hits == 0  # type: ignore[attr-defined]
+
+    asyncio.run(run())
