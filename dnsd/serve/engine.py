@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from dnslib import EDNS0, OPCODE, QTYPE, RCODE, DNSLabel, DNSRecord
+from dnslib import EDNS0, OPCODE, QTYPE, RCODE, RR, DNSLabel, DNSRecord
 from dnslib.label import DNSBuffer, DNSLabelError
 
 from dnsd.chain import Next, Plugin
@@ -76,12 +76,14 @@ class Engine:
         entry = self.prepared.entries.get(k[0])
         if entry is None:
             return None, k
+        qend = k[1]
+        if entry.exact is not None and entry.exact != data[12:qend]:
+            return None, k  # another spelling: the full path answers (and re-prepares)
         if not entry.valid():
             del self.prepared.entries[k[0]]
             return None, k
         self.prepared.hits += 1
         wire = entry.wire
-        qend = k[1]
         reply = data[:2] + wire[2:12] + data[12:qend] + wire[qend:]
         if entry.on_hit is not None:
             entry.on_hit(len(data), client_ip, started)
@@ -205,7 +207,8 @@ class Engine:
             def on_hit(size: int, ip: str, started: float) -> None:
                 for hook in hooks:
                     hook(size, ip, started)
-        self.prepared.store(key[0], key[1], wire, valid, on_hit)
+        self.prepared.store(key[0], key[1], wire, valid, on_hit,
+                            exact=bool(reply.__dict__.get("case_sensitive")))
 
     async def resolve(self, req: Request) -> DNSRecord:
         """Run the plugin chain for a parsed request; always returns a reply."""
@@ -322,10 +325,38 @@ def pack_message(msg: DNSRecord) -> bytes:
 
 
 def _pack(reply: DNSRecord, limit: int) -> bytes:
-    """Pack, truncating to ``limit`` bytes the way miekg/dns does (TC set when answers go)."""
+    """Pack within ``limit`` bytes the way miekg/dns (CoreDNS) truncates: keep as many answer,
+    then authority, then additional records as fit, in order; set TC when any was left out."""
     data = pack_message(reply)
     if len(data) <= limit:
         return data
+    opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+    sections = [list(reply.rr), list(reply.auth), [rr for rr in reply.ar if rr.rtype != QTYPE.OPT]]
+    kept: list[list[RR]] = [[], [], []]
+
+    def fits() -> bool:
+        reply.rr, reply.auth, reply.ar = kept[0], kept[1], kept[2] + opt
+        return len(pack_message(reply)) <= limit
+
+    for i, records in enumerate(sections):
+        lo, hi = 0, len(records)
+        while lo < hi:  # the longest prefix of this section that still fits
+            mid = (lo + hi + 1) // 2
+            kept[i] = records[:mid]
+            if fits():
+                lo = mid
+            else:
+                hi = mid - 1
+        kept[i] = records[:lo]
+        if lo < len(records):
+            break  # miekg stops filling once a section overflows
+    reply.rr, reply.auth, reply.ar = kept[0], kept[1], kept[2] + opt
+    reply.header.tc = 1
+    data = pack_message(reply)
+    if len(data) > limit:  # even the question does not fit: header alone
+        reply.rr, reply.auth, reply.ar = [], [], []
+        data = pack_message(reply)[:limit]
+    return data
     opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
     reply.ar = opt
     data = pack_message(reply)

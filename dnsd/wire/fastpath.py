@@ -17,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-MAX_ENTRIES = 200_000
+# About 0.7 KiB of memory per entry: 50,000 bound the store near 36 MiB, also when a flood of
+# random names fills it (each miss is prepared once); 200,000 let such a flood add ~140 MiB.
+MAX_ENTRIES = 50_000
 # Header bits that change a reply: RD and CD are echoed; the rest of the flags word must be
 # zero in a query we prepare for (QR=0, opcode QUERY, AA/TC/RA/Z/AD clear, rcode 0).
 _FLAG_ECHO = 0x0110
@@ -87,7 +89,10 @@ class Prepared:
     wire: bytes  # the full reply as first sent
     qend: int  # end of the question name in ``wire`` (same as in every matching query)
     valid: Callable[[], bool]  # False once the records behind the reply changed
-    on_hit: Callable[[bytes, str], None] | None = None  # metrics for the served reply
+    on_hit: Callable[[int, str, float], None] | None = None  # metrics for the served reply
+    # Set when the reply spells names after the question in ways patching the question
+    # cannot follow: then only the very same spelling is served from here.
+    exact: bytes | None = None
 
 
 class PreparedAnswers:
@@ -98,22 +103,12 @@ class PreparedAnswers:
         self.limit = limit
         self.hits = 0
 
-    def lookup(self, key: bytes, data: bytes, qend: int) -> bytes | None:
-        entry = self.entries.get(key)
-        if entry is None:
-            return None
-        if not entry.valid():
-            del self.entries[key]
-            return None
-        self.hits += 1
-        wire = entry.wire
-        return data[:2] + wire[2:12] + data[12:qend] + wire[qend:]
-
     def store(self, key: bytes, qend: int, wire: bytes, valid: Callable[[], bool],
-              on_hit: Callable[[bytes, str], None] | None = None) -> None:
+              on_hit: Callable[[int, str, float], None] | None = None,
+              exact: bool = False) -> None:
         if len(self.entries) >= self.limit:
             self.entries.clear()  # crude but bounded; the working set re-prepares quickly
-        self.entries[key] = Prepared(wire, qend, valid, on_hit)
+        self.entries[key] = Prepared(wire, qend, valid, on_hit, wire[12:qend] if exact else None)
 
     def clear(self) -> None:
         self.entries.clear()

@@ -288,14 +288,16 @@ class Plugin(Base):
             reply.add_ar(rr)
         if res.soa or (not res.answer and not res.soa_answer):
             reply.add_auth(self.soa(zone_spelled))
-        if not res.chase and self.synced() and not any(rr.rtype in _SPELLING_RDATA for rr in reply.rr):
+        if not res.chase and self.synced():
             # The hot path may reuse this reply until the index changes.  It serves other
-            # spellings of the question by patching the question bytes only, so replies with
+            # spellings of the question by patching the question bytes only, so a reply with
             # SRV targets (written uncompressed, yet spelled with the asker's zone, §1 Case) or
             # CNAME targets (compressed against the question, yet spelled as the object has
-            # them) are not offered: another asker's letter case would show up wrong in them.
+            # them) is reused only for the very same spelling.
             ix, version = self.index, self.index.version
             reply.valid = lambda: ix.version == version  # type: ignore[attr-defined]
+            if any(rr.rtype in _SPELLING_RDATA for rr in reply.rr):
+                reply.case_sensitive = True  # type: ignore[attr-defined]
         return reply
 
     def soa(self, zone_spelled: str) -> Any:
