@@ -111,11 +111,13 @@ async def serve(conf: str, port: int, runtime: Runtime, quiet: bool, pidfile: st
         reloading.add(t)
         t.add_done_callback(reloading.discard)
 
+    shared["listening"] = False
     try:
         await server.start(runtime)
     except OSError as exc:
         log.error("[FATAL] listen: %s", exc)
         return 1
+    shared["listening"] = True
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_stop)
     loop.add_signal_handler(signal.SIGHUP, on_hup)

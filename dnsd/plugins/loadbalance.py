@@ -71,13 +71,19 @@ class Plugin(Base):
         if req.qtype in (QTYPE.AXFR, QTYPE.IXFR):
             return reply
         if _shufflable(reply.rr) or _shufflable(reply.auth) or _shufflable(reply.ar):
-            # A shuffled order must not be frozen into a prepared hot-path answer.
-            reply.__dict__.pop("valid", None)
-        reply.rr = round_robin(list(reply.rr))
-        reply.auth = round_robin(list(reply.auth))
-        opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
-        reply.ar = round_robin([rr for rr in reply.ar if rr.rtype != QTYPE.OPT]) + opt
+            # A prepared hot-path reply must not freeze one order: it keeps several, made
+            # with this (the engine calls it after packing the first).
+            reply.reshuffle = shuffle  # type: ignore[attr-defined]
+        shuffle(reply)
         return reply
+
+
+def shuffle(reply: DNSRecord) -> None:
+    """Round-robin every section of ``reply`` in place (the OPT record stays last)."""
+    reply.rr = round_robin(list(reply.rr))
+    reply.auth = round_robin(list(reply.auth))
+    opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+    reply.ar = round_robin([rr for rr in reply.ar if rr.rtype != QTYPE.OPT]) + opt
 
 
 def _shufflable(records: list[RR]) -> bool:

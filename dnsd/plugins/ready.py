@@ -81,6 +81,9 @@ class Plugin(Base):
         self._previous = None
         if waiting:
             return 503, "text/plain", ",".join(sorted(waiting)).encode()
+        if not self.ctx.shared.get("listening", True):
+            # Plugins start before the DNS sockets open: not ready until queries can arrive.
+            return 503, "text/plain", b"dns"
         return 200, "text/plain", b"OK"
 
     async def start(self) -> None:

@@ -35,6 +35,7 @@ MAX_TCP = 65535
 # The largest UDP payload IPv4 can carry: a bigger EDNS size would make sendto fail outright.
 MAX_UDP = 65507
 BADVERS = 16
+PREPARED_ORDERS = 8  # record orders kept for a prepared reply that loadbalance shuffles
 
 
 class Stream(bytes):
@@ -83,7 +84,11 @@ class Engine:
             del self.prepared.entries[k[0]]
             return None, k
         self.prepared.hits += 1
-        wire = entry.wire
+        if entry.variants is None:
+            wire = entry.wire
+        else:
+            entry.turn += 1
+            wire = entry.variants[entry.turn % len(entry.variants)]
         reply = data[:2] + wire[2:12] + data[12:qend] + wire[qend:]
         if entry.on_hit is not None:
             entry.on_hit(len(data), client_ip, started)
@@ -192,7 +197,7 @@ class Engine:
         and every after-reply hook can replay itself (the query log cannot: it must see
         every query, so blocks with ``log`` never use prepared answers)."""
         valid = reply.__dict__.get("valid")
-        if valid is None or reply.header.tc:
+        if valid is None or reply.__dict__.get("stream") is not None:
             return
         hooks = []
         for callback in req.on_done or ():
@@ -207,8 +212,17 @@ class Engine:
             def on_hit(size: int, ip: str, started: float) -> None:
                 for hook in hooks:
                     hook(size, ip, started)
+        variants: list[bytes] = []
+        reshuffle = reply.__dict__.get("reshuffle")
+        if reshuffle is not None:  # loadbalance: keep a few orders and take turns
+            variants.append(wire)
+            limit = req.max_udp_size if req.proto == "udp" else MAX_TCP
+            for _ in range(PREPARED_ORDERS - 1):
+                reshuffle(reply)
+                variants.append(_pack(reply, min(limit, MAX_UDP) if req.proto == "udp" else limit))
         self.prepared.store(key[0], key[1], wire, valid, on_hit,
-                            exact=bool(reply.__dict__.get("case_sensitive")))
+                            exact=bool(reply.__dict__.get("case_sensitive")),
+                            variants=tuple(variants) or None)
 
     async def resolve(self, req: Request) -> DNSRecord:
         """Run the plugin chain for a parsed request; always returns a reply."""

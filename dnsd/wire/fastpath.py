@@ -93,6 +93,8 @@ class Prepared:
     # Set when the reply spells names after the question in ways patching the question
     # cannot follow: then only the very same spelling is served from here.
     exact: bytes | None = None
+    variants: tuple[bytes, ...] | None = None  # several record orders, served in turn
+    turn: int = 0
 
 
 class PreparedAnswers:
@@ -105,10 +107,11 @@ class PreparedAnswers:
 
     def store(self, key: bytes, qend: int, wire: bytes, valid: Callable[[], bool],
               on_hit: Callable[[int, str, float], None] | None = None,
-              exact: bool = False) -> None:
+              exact: bool = False, variants: tuple[bytes, ...] | None = None) -> None:
         if len(self.entries) >= self.limit:
             self.entries.clear()  # crude but bounded; the working set re-prepares quickly
-        self.entries[key] = Prepared(wire, qend, valid, on_hit, wire[12:qend] if exact else None)
+        self.entries[key] = Prepared(wire, qend, valid, on_hit, wire[12:qend] if exact else None,
+                                     variants)
 
     def clear(self) -> None:
         self.entries.clear()

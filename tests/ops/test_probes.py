@@ -111,7 +111,9 @@ def test_ready_names_kubernetes_while_the_first_lists_are_slow(cluster: DevClust
         waiting = seen[:-1]
         # Python start-up plus 3 s lists: well over a second of polls at 50 ms.
         assert len(waiting) >= 10, seen
-        assert set(waiting) == {(503, "kubernetes")}
+        # "kubernetes" while the lists are slow; then possibly "dns" for the moment between the
+        # sync and the DNS sockets opening (ready only once queries can arrive).
+        assert (503, "kubernetes") in set(waiting) and set(waiting) <= {(503, "kubernetes"), (503, "dns")}
         assert http_get(health, "/health") == (200, "OK")
         cluster.faults.clear()
         wait_for_dns(d.port, proc=d.proc)
@@ -138,7 +140,7 @@ def test_ready_stays_503_past_startup_timeout_until_the_api_comes_back(
         assert http_get(ready, "/ready") == (503, "kubernetes")
         cluster.faults.up()
         seen = poll_ready_until_ok(ready, d, timeout=15)
-        assert set(seen[:-1]) <= {(503, "kubernetes")}
+        assert set(seen[:-1]) <= {(503, "kubernetes")}  # the sockets were open already
         assert answer_ips(d.port) == ["10.96.0.1"]
     finally:
         assert d.stop() == 0
