@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
@@ -89,11 +89,20 @@ class Request:
 
 
 def make_reply(req: Request, rcode: int = RCODE.NOERROR, aa: bool = True, ra: bool = False) -> DNSRecord:
-    """An empty reply to ``req``: same ID, question as asked, RD copied, AA and RA as given."""
+    """An empty reply to ``req``: same ID, question as asked, RD and CD copied, AA and RA as
+    given (built without dnslib's per-field validation: this is on every query's path)."""
+    from dnsd.wire import quick
+
     h = req.msg.header
-    header = DNSHeader(id=h.id, qr=1, opcode=h.opcode, aa=int(aa), rd=h.rd, ra=int(ra), rcode=rcode)
-    header.cd = h.cd
-    return DNSRecord(header, q=DNSQuestion(req.qname, req.qtype, req.qclass))
+    bits = h.bitmap
+    bitmap = (0x8000 | (bits & 0x7800) | (0x0400 if aa else 0) | (bits & 0x0110)
+              | (0x0080 if ra else 0) | (rcode & 0xF))
+    asked = req.msg.questions[0] if req.msg.questions else None
+    if asked is not None and asked.qtype == req.qtype and asked.qclass == req.qclass:
+        q = quick.question(asked.qname, req.qtype, req.qclass)
+    else:
+        q = DNSQuestion(req.qname, req.qtype, req.qclass)
+    return quick.record(quick.header(h.id, bitmap), [q])
 
 
 def error_reply(req: Request, rcode: int) -> DNSRecord:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from dnslib import EDNS0, OPCODE, QTYPE, RCODE, RR, DNSLabel, DNSRecord
+from dnslib import EDNS0, OPCODE, QTYPE, RCODE, RR, DNSLabel, DNSQuestion, DNSRecord
 from dnslib.label import DNSBuffer, DNSLabelError
 
 from dnsd.chain import Next, Plugin
@@ -27,6 +27,7 @@ from dnsd.request import Request, error_reply, header_only_reply, make_reply
 from dnsd.wire.encode import Unsupported
 from dnsd.wire.encode import pack as fast_pack
 from dnsd.wire.fastpath import PreparedAnswers, query_key
+from dnsd.wire.quick import parse_query
 
 log = logging.getLogger("dnsd")
 
@@ -114,17 +115,23 @@ class Engine:
         """Answer one query packet; None when the packet must be dropped.
 
         ``key`` (from ``fast``) lets the reply be kept as a prepared answer."""
-        try:
-            query = DNSRecord.parse(data)
-        except Exception:  # dnslib raises several types on malformed input
-            # Like miekg/dns, the header's opcode is judged before the body: NOTIMP for an
-            # opcode other than QUERY, FORMERR otherwise (None for <12 bytes or QR=1).
-            notimp = len(data) >= 4 and (data[2] >> 3) & 0xF != OPCODE.QUERY
-            return header_only_reply(data, RCODE.NOTIMP if notimp else RCODE.FORMERR)
+        # A query the hot-path parser accepted is rebuilt cheaply; anything else goes
+        # through dnslib's full parser and the checks below.
+        query = parse_query(data, key[1]) if key is not None else None
+        checked = query is not None
+        if query is None:
+            try:
+                query = DNSRecord.parse(data)
+            except Exception:  # dnslib raises several types on malformed input
+                # Like miekg/dns, the header's opcode is judged before the body: NOTIMP for
+                # an opcode other than QUERY, FORMERR otherwise (None for <12 bytes or QR=1).
+                notimp = len(data) >= 4 and (data[2] >> 3) & 0xF != OPCODE.QUERY
+                return header_only_reply(data, RCODE.NOTIMP if notimp else RCODE.FORMERR)
         if query.header.qr:
             return None  # never answer responses
         try:
-            return await self._answer(query, data, client_ip, client_port, proto, local_ip, local_port, key)
+            return await self._answer(query, data, client_ip, client_port, proto, local_ip,
+                                      local_port, key, checked)
         except Exception:  # a bug or an unpackable reply: SERVFAIL rather than silence
             log.exception("[ERROR] unhandled error answering a %d-byte %s query", len(data), proto)
             return header_only_reply(data, RCODE.SERVFAIL)
@@ -132,8 +139,14 @@ class Engine:
     async def _answer(
         self, query: DNSRecord, data: bytes, client_ip: str, client_port: int, proto: str,
         local_ip: str, local_port: int, key: tuple[bytes, int] | None = None,
+        checked: bool = False,
     ) -> bytes | None:
         h = query.header
+        if checked:  # one question, plain labels, opcode QUERY: straight to the chain
+            q = query.questions[0]
+            qname = b".".join(q.qname.label).decode("ascii") + "."
+            return await self._run(query, q, qname, data, client_ip, client_port, proto,
+                                   local_ip, local_port, key)
         if not all(_name_fits(q.qname.label) for q in query.questions[:1]):
             # dnslib decodes label lengths 64-191 and names over 255 octets; miekg/dns rejects
             # them.  The question cannot be packed back: a bare header, NOTIMP still first.
@@ -150,6 +163,14 @@ class Engine:
             # A '.' inside a label or non-ASCII bytes: the text form the plugins work with
             # cannot name it, and a reply built from that text would ask another question.
             return _pack(_header_reply(query, RCODE.REFUSED), MAX_TCP)
+        return await self._run(query, q, qname, data, client_ip, client_port, proto,
+                               local_ip, local_port, key)
+
+    async def _run(
+        self, query: DNSRecord, q: DNSQuestion, qname: str, data: bytes, client_ip: str,
+        client_port: int, proto: str, local_ip: str, local_port: int,
+        key: tuple[bytes, int] | None,
+    ) -> bytes | None:
         req = Request(
             msg=query, qname=qname, qtype=q.qtype, qclass=q.qclass,
             client_ip=client_ip, client_port=client_port, proto=proto,

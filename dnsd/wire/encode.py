@@ -63,7 +63,7 @@ class _Writer:
 
 def _rdata(w: _Writer, rtype: int, rd: object) -> None:
     buf = w.buf
-    if rtype == A or rtype == AAAA:
+    if rtype in (A, AAAA):
         buf += bytes(rd.data)  # type: ignore[attr-defined]
     elif rtype in (CNAME, PTR, NS):
         w.name(rd.label.label)  # type: ignore[attr-defined]

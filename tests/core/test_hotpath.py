@@ -7,6 +7,7 @@ import random
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import pytest
 from dnslib import (
@@ -192,3 +193,30 @@ def test_truncated_replies_are_prepared_with_tc() -> None:
         assert engine.prepared.hits == 1  # type: ignore[attr-defined]
 
     asyncio.run(run())
+
+
+def test_quick_query_parse_equals_dnslib() -> None:
+    from dnsd.wire.quick import parse_query
+
+    rng = random.Random(3)
+    names = ["web.demo.svc.cluster.local", "Web.Demo.SVC.cluster.local", "a", "_http._tcp.x-y.z"]
+    for _ in range(300):
+        msg = dns.message.make_query(rng.choice(names), rng.choice(["A", "AAAA", "SRV", "PTR", "TXT"]),
+                                     use_edns=rng.choice([None, 0]), payload=rng.choice([512, 1232, 4096]),
+                                     want_dnssec=rng.random() < 0.3)
+        data = msg.to_wire()
+        key = query_key(data, "udp")
+        assert key is not None
+        quick = parse_query(data, key[1])
+        assert quick is not None
+        full = DNSRecord.parse(data)
+        assert bytes(quick.pack()) == bytes(full.pack()) == data
+        assert str(quick) == str(full)
+
+
+def test_quick_query_parse_leaves_escaped_labels_to_dnslib() -> None:
+    from dnsd.wire.quick import parse_query
+
+    data = dns.message.make_query(dns.name.Name([b"a b", b"example", b""]), "A").to_wire()
+    key = query_key(data, "udp")
+    assert key is not None and parse_query(data, key[1]) is None

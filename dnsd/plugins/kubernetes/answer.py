@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dnslib import AAAA, CNAME, NS, PTR, QTYPE, RR, SRV, TXT, A
+from dnslib import CNAME, NS, PTR, QTYPE, SRV, TXT
 
 from dnsd.plugins.kubernetes.index import Address, Index, ServiceView
 from dnsd.plugins.kubernetes.names import (
@@ -23,6 +23,12 @@ from dnsd.plugins.kubernetes.names import (
     relative_labels,
     reverse_to_ip,
 )
+
+# dnslib-compatible constructors without per-field validation, and shared rdata objects:
+# answers are built on the query path.
+from dnsd.wire.quick import a as A
+from dnsd.wire.quick import aaaa as AAAA
+from dnsd.wire.quick import rr as RR
 
 NOERROR, NXDOMAIN, REFUSED = 0, 3, 5
 DNS_SCHEMA_VERSION = "1.1.0"
