@@ -51,6 +51,10 @@ IMPLEMENTED: dict[str, str] = {
     "loop": "dnsd.plugins.loop",
     "rewrite": "dnsd.plugins.rewrite",
     "autopath": "dnsd.plugins.autopath",
+    "acl": "dnsd.plugins.acl",
+    "any": "dnsd.plugins.any",
+    "transfer": "dnsd.plugins.transfer",
+    "timeouts": "dnsd.plugins.timeouts",
 }
 
 Response = DNSRecord

@@ -18,7 +18,8 @@ Answers follow CoreDNS: AA set; positive answers carry the apex NS RRset in the 
 section (and A/AAAA of in-zone MX/SRV targets in the additional section); NODATA and NXDOMAIN
 carry the SOA (TTL ``min(SOA TTL, SOA minimum)``); CNAMEs are chased inside the zone; wildcards
 follow RFC 4592; names at or below a delegation get a referral (AA clear, glue in additional);
-AXFR/IXFR are REFUSED.  ``fallthrough`` passes NXDOMAIN answers on to the next plugin.
+AXFR/IXFR are REFUSED here; the ``transfer`` plugin serves them (``Zone.transfer_records``).
+``fallthrough`` passes NXDOMAIN answers on to the next plugin.
 """
 
 from __future__ import annotations
@@ -505,6 +506,22 @@ class Zone:
 
     def __len__(self) -> int:
         return sum(len(rrs) for node in self.nodes.values() for rrs in node.values())
+
+    def transfer_records(self, serial: int = 0) -> Iterator[RR]:
+        """The zone as an AXFR streams it (CoreDNS's order): the SOA, the apex NS RRset, every
+        other in-zone record, name by name in canonical order, then the SOA again; the SOA
+        alone for an IXFR from the current serial.  (Read by the ``transfer`` plugin.)"""
+        yield self.soa
+        if serial and serial == self.serial:
+            return
+        yield from self.ns
+        for key in sorted(self.nodes, key=lambda k: k.split(".")[::-1]):
+            if not _in_zone(key, self.origin):
+                continue  # out-of-zone data (glue only)
+            for rtype, rrs in sorted(self.nodes[key].items()):
+                if key != self.origin or rtype not in (T_SOA, T_NS):
+                    yield from rrs
+        yield self.soa
 
     def lookup(self, qname: str, owner: DNSLabel, qtype: int) -> Answer:
         """Answer ``qname`` (lower-case key; ``owner`` is the name as asked) for ``qtype``."""

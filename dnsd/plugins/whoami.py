@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from dnslib import AAAA, QTYPE, RR, SRV, A, DNSRecord
+from dnslib import AAAA, QTYPE, RCODE, RR, SRV, A, DNSRecord
 
 from dnsd.chain import Next
 from dnsd.chain import Plugin as Base
-from dnsd.request import Request, make_reply
+from dnsd.request import Request, error_reply, make_reply
 
 
 class Plugin(Base):
@@ -24,6 +24,8 @@ class Plugin(Base):
             reply.add_ar(RR(req.qname, QTYPE.AAAA, ttl=0, rdata=AAAA(req.client_ip)))
         else:
             reply.add_ar(RR(req.qname, QTYPE.A, ttl=0, rdata=A(req.client_ip)))
-        reply.add_ar(RR(f"_{req.proto}.{req.qname}", QTYPE.SRV, ttl=0,
-                        rdata=SRV(0, 0, req.client_port, ".")))
+        owner = f"_{req.proto}.{req.qname}" if req.qname != "." else f"_{req.proto}."
+        if len(owner) > 254:  # a query name near 255 octets leaves no room for "_udp."
+            return error_reply(req, RCODE.SERVFAIL)  # (CoreDNS fails to pack it: silence)
+        reply.add_ar(RR(owner, QTYPE.SRV, ttl=0, rdata=SRV(0, 0, req.client_port, ".")))
         return reply

@@ -151,7 +151,7 @@ def parse_network_status(value: str, pod_namespace: str, link_local: bool = Fals
         ))
     if not any(a.is_default for a in attachments):
         # No entry claims the default network: the one carrying the pod's own IPs is it.
-        primary = {str(ipaddress.ip_address(p)) for p in primary_ips if _ip(p, True)}
+        primary = {ip for ip in (_ip(p, True) for p in primary_ips) if ip}  # normalised by _ip
         if primary:
             attachments = [
                 Attachment(a.network, a.raw_name, a.interface, a.ips, True)
