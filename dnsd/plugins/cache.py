@@ -382,12 +382,12 @@ def _count_repeats(server: str, zones: str, mtype: str) -> Callable[..., None]:
     def hook(req: Request, reply: DNSRecord, size: int) -> None:
         return None
 
-    def replay(req: Request, reply: DNSRecord, size: int) -> Callable[[int, str, float], None]:
-        def on_hit(qsize: int, client_ip: str, started: float) -> None:
-            requests.inc()
-            hits.inc()
+    def replay(req: Request, reply: DNSRecord, size: int) -> Callable[[int, int, float], None]:
+        def on_hits(hits4: int, hits6: int, seconds: float) -> None:
+            requests.inc(hits4 + hits6)
+            hits.inc(hits4 + hits6)
 
-        return on_hit
+        return on_hits
 
     hook.fast_replay = replay  # type: ignore[attr-defined]
     return hook

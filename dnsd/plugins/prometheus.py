@@ -24,6 +24,7 @@ DEFAULT_ADDRESS = ":9153"
 
 
 def scrape() -> tuple[int, str, bytes]:
+    metrics.flush_hot_path()
     return 200, CONTENT_TYPE_LATEST, generate_latest(metrics.REGISTRY)
 
 
@@ -46,23 +47,13 @@ def record(req: Request, reply: DNSRecord, size: int) -> None:
 
 def _replay(req: Request, reply: DNSRecord, size: int) -> object:
     """The same counting for hot-path hits of a prepared reply (no request object there)."""
-    import time
-
-    stats = metrics.QUERY_STATS
     rcode = reply.header.rcode
     for rr in reply.ar:
         if rr.rtype == 41:
             rcode |= ((rr.ttl >> 24) & 0xFF) << 4
-    labels = (req.server, req.zone, req.proto, req.type_name, req.do,
-              RCODE.get(rcode, str(rcode)), reply.__dict__.get("plugin", ""))
-    server, zone, proto, qtype, do, rname, plugin = labels
-
-    def on_hit(qsize: int, client_ip: str, started: float) -> None:
-        family = "2" if ":" in client_ip else "1"
-        stats.observe(server, zone, proto, family, qtype, do, rname, plugin,
-                      time.perf_counter() - started, qsize, size)
-
-    return on_hit
+    return metrics.QUERY_STATS.replayer(req.server, req.zone, req.proto, req.type_name, req.do,
+                                        RCODE.get(rcode, str(rcode)),
+                                        reply.__dict__.get("plugin", ""), req.size, size)
 
 
 record.fast_replay = _replay  # type: ignore[attr-defined]

@@ -65,6 +65,9 @@ class Engine:
             for zone in block.zones:
                 self._by_zone.setdefault(zone, block)
         self.prepared = PreparedAnswers()
+        from dnsd import metrics
+
+        metrics.QUERY_STATS.sources.add(self.prepared)  # flushed before every scrape
         # With metrics on this listener, queries no block serves are counted as "dropped".
         self.count_dropped = any(p.name == "prometheus" for b in self.blocks for p in b.plugins)
 
@@ -82,7 +85,7 @@ class Engine:
         if entry.exact is not None and entry.exact != data[12:qend]:
             return None, k  # another spelling: the full path answers (and re-prepares)
         if not entry.valid():
-            del self.prepared.entries[k[0]]
+            self.prepared.drop(k[0])
             return None, k
         self.prepared.hits += 1
         if entry.variants is None:
@@ -91,8 +94,14 @@ class Engine:
             entry.turn += 1
             wire = entry.variants[entry.turn % len(entry.variants)]
         reply = data[:2] + wire[2:12] + data[12:qend] + wire[qend:]
-        if entry.on_hit is not None:
-            entry.on_hit(len(data), client_ip, started)
+        if entry.on_hit is not None:  # metrics: counted here, reported in batches
+            if ":" in client_ip:
+                entry.hits6 += 1
+            else:
+                entry.hits4 += 1
+            entry.seconds += time.perf_counter() - started
+            if entry.hits4 + entry.hits6 >= 64:
+                self.prepared.flush(entry)
         return reply, None
 
     def route(self, qname_lower: str) -> tuple[str, Block] | None:
@@ -230,9 +239,9 @@ class Engine:
         if len(hooks) == 1:
             on_hit = hooks[0]
         elif hooks:
-            def on_hit(size: int, ip: str, started: float) -> None:
+            def on_hit(hits4: int, hits6: int, seconds: float) -> None:
                 for hook in hooks:
-                    hook(size, ip, started)
+                    hook(hits4, hits6, seconds)
         variants: list[bytes] = []
         reshuffle = reply.__dict__.get("reshuffle")
         if reshuffle is not None:  # loadbalance: keep a few orders and take turns

@@ -91,6 +91,8 @@ class Runtime:
             raise
 
     async def stop_plugins(self) -> None:
+        for engine in self.engines.values():
+            engine.prepared.clear()  # hands pending hot-path hit counts to the metrics
         for plugin in reversed(self.plugins):
             await _quietly_stop(plugin)
 

@@ -89,12 +89,17 @@ class Prepared:
     wire: bytes  # the full reply as first sent
     qend: int  # end of the question name in ``wire`` (same as in every matching query)
     valid: Callable[[], bool]  # False once the records behind the reply changed
-    on_hit: Callable[[int, str, float], None] | None = None  # metrics for the served reply
+    # Metrics for the hits: called with (IPv4 hits, IPv6 hits, seconds spent) in batches, so
+    # that a hit only bumps the counters below (see PreparedAnswers.flush).
+    on_hit: Callable[[int, int, float], None] | None = None
     # Set when the reply spells names after the question in ways patching the question
     # cannot follow: then only the very same spelling is served from here.
     exact: bytes | None = None
     variants: tuple[bytes, ...] | None = None  # several record orders, served in turn
     turn: int = 0
+    hits4: int = 0  # hits not yet handed to on_hit
+    hits6: int = 0
+    seconds: float = 0.0
 
 
 class PreparedAnswers:
@@ -106,12 +111,34 @@ class PreparedAnswers:
         self.hits = 0
 
     def store(self, key: bytes, qend: int, wire: bytes, valid: Callable[[], bool],
-              on_hit: Callable[[int, str, float], None] | None = None,
+              on_hit: Callable[[int, int, float], None] | None = None,
               exact: bool = False, variants: tuple[bytes, ...] | None = None) -> None:
         if len(self.entries) >= self.limit:
-            self.entries.clear()  # crude but bounded; the working set re-prepares quickly
+            self.clear()  # crude but bounded; the working set re-prepares quickly
+        old = self.entries.get(key)
+        if old is not None:
+            self.flush(old)
         self.entries[key] = Prepared(wire, qend, valid, on_hit, wire[12:qend] if exact else None,
                                      variants)
 
+    def drop(self, key: bytes) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self.flush(entry)
+
+    @staticmethod
+    def flush(entry: Prepared) -> None:
+        """Hand an entry's pending hits to its metrics hook."""
+        if entry.on_hit is not None and (entry.hits4 or entry.hits6):
+            h4, h6, seconds = entry.hits4, entry.hits6, entry.seconds
+            entry.hits4 = entry.hits6 = 0
+            entry.seconds = 0.0
+            entry.on_hit(h4, h6, seconds)
+
+    def flush_all(self) -> None:
+        for entry in list(self.entries.values()):
+            self.flush(entry)
+
     def clear(self) -> None:
+        self.flush_all()
         self.entries.clear()
