@@ -295,7 +295,11 @@ class _Parser:
             if os.path.isdir(path):
                 raise imp.error(f"Could not import {pattern}: is a directory")
             return [path]
-        matches = sorted(p for p in glob.glob(path) if not os.path.isdir(p))
+        try:
+            found = glob.glob(path)
+        except ValueError:  # a NUL in the pattern matches nothing (as Go's filepath.Glob)
+            found = []
+        matches = sorted(p for p in found if not os.path.isdir(p))
         if not matches:
             log.warning("No files matching import glob pattern: %s", pattern)
         return matches

@@ -16,7 +16,7 @@ def parse_duration(text: str) -> float:
         return 0.0
     pos, total = 0, 0.0
     sign = 1.0
-    if text[:1] in "+-":
+    if text.startswith(("+", "-")):  # not ``text[:1] in "+-"``: "" is in every string
         sign = -1.0 if text[0] == "-" else 1.0
         pos = 1
     if pos >= len(text):

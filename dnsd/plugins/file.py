@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -226,7 +227,10 @@ class _Parser:
     """Turns zone file text into RRs (with the line each came from)."""
 
     def __init__(self, origin: str, path: str) -> None:
-        self.origin = DNSLabel(_split_name(origin)[0])
+        try:
+            self.origin = DNSLabel(_split_name(origin)[0])
+        except ValueError as exc:  # e.g. ``file db a..b``: a Corefile error, not a crash
+            raise ZoneFileError(f"{path}: bad origin name '{origin}': {exc}") from None
         self.path = path
         self.records: list[tuple[RR, int]] = []
         self.default_ttl: int | None = None
@@ -646,7 +650,10 @@ def parse_zone(text: str, origin: str, where: str = "zone") -> Zone:
 
 
 def _file_signature(path: str) -> tuple[int, int, int]:
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except ValueError:  # a NUL in the path: an OS error, as Go's os.Stat reports it
+        raise OSError(errno.EINVAL, "invalid argument", path) from None
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 

@@ -225,7 +225,7 @@ class Plugin(Base):
         """The file's new (mtime, size) if it changed since the last read, else None."""
         try:
             st = os.stat(self.path)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the path
             return None  # keep serving what we had (CoreDNS does the same)
         sig = (st.st_mtime_ns, st.st_size)
         return None if sig == self.signature else sig

@@ -71,7 +71,7 @@ def resolv_search(path: str) -> list[str]:
                 parts = line.split()
                 if parts and parts[0] in ("search", "domain"):
                     domains = [d.lower().rstrip(".") + "." for d in parts[1:] if d != "."]
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the path
         return []
     return domains
 
