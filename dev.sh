@@ -37,7 +37,11 @@ case "${1:-}" in
     ;;
   test)
     shift
-    command -v dig >/dev/null 2>&1 || apt_install bind9-dnsutils
+    missing=""
+    command -v dig >/dev/null 2>&1 || missing="$missing bind9-dnsutils"
+    command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
+    # shellcheck disable=SC2086  # word splitting of the package list is intended
+    [ -z "$missing" ] || apt_install $missing
     setup test,fast
     "$VENV/bin/ruff" check dnsd tests
     exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
