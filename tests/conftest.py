@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import Dnsd  # noqa: E402
+from upstream import Upstream  # noqa: E402
 
 
 @pytest.fixture
@@ -27,3 +28,18 @@ def dnsd() -> Iterator[Callable[..., Dnsd]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def upstreams() -> Iterator[Callable[..., Upstream]]:
+    """``upstreams(**kw)`` starts an Upstream that is stopped after the test."""
+    started: list[Upstream] = []
+
+    def start(**kw: object) -> Upstream:
+        up = Upstream(**kw).start()  # type: ignore[arg-type]
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        up.stop()

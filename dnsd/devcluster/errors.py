@@ -80,30 +80,29 @@ class ApiError(Exception):
         return status_object(self.code, self.message, self.reason, self.details)
 
 
-def not_found(resource: str, name: str, group: str = "") -> ApiError:
-    """`<resource> "<name>" not found` (404)."""
-    qual = f"{resource}.{group}" if group else resource
-    details = {"name": name, "kind": resource}
+def _subject(resource: str, name: str, group: str) -> tuple[str, dict[str, Any]]:
+    """The qualified resource name and the Status details naming one object."""
+    details: dict[str, Any] = {"name": name, "kind": resource}
     if group:
         details["group"] = group
+    return (f"{resource}.{group}" if group else resource), details
+
+
+def not_found(resource: str, name: str, group: str = "") -> ApiError:
+    """`<resource> "<name>" not found` (404)."""
+    qual, details = _subject(resource, name, group)
     return ApiError(404, f'{qual} "{name}" not found', "NotFound", details)
 
 
 def already_exists(resource: str, name: str, group: str = "") -> ApiError:
     """`<resource> "<name>" already exists` (409)."""
-    qual = f"{resource}.{group}" if group else resource
-    details = {"name": name, "kind": resource}
-    if group:
-        details["group"] = group
+    qual, details = _subject(resource, name, group)
     return ApiError(409, f'{qual} "{name}" already exists', "AlreadyExists", details)
 
 
 def conflict(resource: str, name: str, group: str = "") -> ApiError:
     """Optimistic-concurrency failure (409 Conflict)."""
-    qual = f"{resource}.{group}" if group else resource
-    details = {"name": name, "kind": resource}
-    if group:
-        details["group"] = group
+    qual, details = _subject(resource, name, group)
     return ApiError(
         409,
         f'Operation cannot be fulfilled on {qual} "{name}": the object has been modified; '

@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dns.flags
 import dns.rcode
 import pytest
 from support import dig, free_port
-from upstream import Upstream, addresses, aquery, open_fds, serve_corefile
+from upstream import addresses, aquery, open_fds, serve_corefile
 
 from dnsd import metrics
 from dnsd.chain import SetupContext
 from dnsd.corefile.ast import CorefileError, Directive
 from dnsd.plugins.forward import Plugin
 from dnsd.plugins.forward.setup import parse_forward
-
-
-@pytest.fixture
-def upstreams() -> Iterator[Callable[..., Upstream]]:
-    """``upstreams(**kw)`` starts an Upstream that is stopped after the test."""
-    started: list[Upstream] = []
-
-    def start(**kw: object) -> Upstream:
-        up = Upstream(**kw).start()  # type: ignore[arg-type]
-        started.append(up)
-        return up
-
-    yield start
-    for up in started:
-        up.stop()
 
 
 def metric(name: str, labels: dict[str, str] | None = None) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterator
 
 import dns.flags
 import dns.message
@@ -20,20 +19,6 @@ from support import Dnsd, query
 from upstream import Upstream, addresses, aquery, open_fds, serve_corefile
 
 FORWARD_DEADLINE = 5.0  # dnsd.plugins.forward.plugin.FORWARD_TIMEOUT (CoreDNS's 5 s)
-
-
-@pytest.fixture
-def upstreams() -> Iterator[Callable[..., Upstream]]:
-    started: list[Upstream] = []
-
-    def start(**kw: object) -> Upstream:
-        up = Upstream(**kw).start()  # type: ignore[arg-type]
-        started.append(up)
-        return up
-
-    yield start
-    for up in started:
-        up.stop()
 
 
 def conf(*ups: Upstream, cache: bool = True, extra: str = "") -> str:
