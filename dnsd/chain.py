@@ -113,6 +113,37 @@ class Plugin:
 
     reports_readiness: ClassVar[bool] = False
 
+    # The engine's direct path (dnsd/serve/direct.py) answers a query synchronously, without
+    # the coroutine chain, when every plugin before the answering one only passes it on.
+    # "" = this plugin must see the query itself: no direct path through it;
+    # "pass" = ``direct_pass`` says, per query, whether it would only pass the query on;
+    # "answer" = ``direct_answer`` gives the reply's parts (or None: take the general path).
+    direct_role: ClassVar[str] = ""
+
+    def direct_pass(self, qname_lower: str, qtype: int, server: str) -> object:
+        """For ``direct_role = "pass"``: NOT_DIRECT when this query needs ``serve``; else
+        None, or a callable to run once the direct answer is sent (metrics it would count)."""
+        return None
+
+    def direct_answer(self, qname: str, qname_lower: str, qtype: int) -> DirectAnswer | None:
+        """For ``direct_role = "answer"``."""
+        return None
+
+
+NOT_DIRECT = object()
+
+
+@dataclass(slots=True)
+class DirectAnswer:
+    """A reply as the answering plugin's serve would write it, in parts."""
+
+    rcode: int
+    answer: list[Any]
+    auth: list[Any]
+    additional: list[Any]
+    valid: Callable[[], bool] | None  # for the hot path, as ``reply.valid``
+    case_sensitive: bool = False  # as ``reply.case_sensitive``
+
 
 def plugin_class(name: str) -> type[Plugin]:
     """The Plugin class of an implemented directive."""

@@ -161,35 +161,47 @@ class Store:
     ) -> tuple[list[Obj], int, str, int | None]:
         """A page of matching objects: `(items, resourceVersion, continue, remaining)`.
 
-        Pages after the first come from a snapshot taken by the first request, so a
-        paginated list is consistent; an unknown or evicted token is 410 Expired.
+        The first request of a paginated list takes a snapshot of every match; its pages and
+        the later ones all come from it, so a paginated list is consistent (one
+        resourceVersion, no object twice or missing).  A continue token names the snapshot
+        and where the next page starts: like the real server's, it can be used again (a
+        client retrying a page).  A token of a snapshot that was evicted (the last
+        `_SNAPSHOTS` paginated lists are kept) or compacted away is 410 Expired.
         """
         with self.lock:
+            start = 0
             if continue_token:
                 try:
                     token = json.loads(base64.urlsafe_b64decode(continue_token.encode()))
                     snap_id, snap_rv = str(token["id"]), int(token["rv"])
-                except (ValueError, KeyError, TypeError) as exc:
+                    start = int(token.get("start", 0))
+                    if start < 0:
+                        raise ValueError("negative start")
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     raise ApiError(400, f"continue key is not valid: {exc}") from exc
-                snap = self._snapshots.pop(snap_id, None)
+                snap = self._snapshots.get(snap_id)
                 if snap is None or snap[0] != snap_rv:
                     raise expired(
                         "The provided continue parameter is too old to display a consistent list "
                         "result. You can start a new list without the continue parameter."
                     )
+                self._snapshots.move_to_end(snap_id)
                 rv, items = snap
             else:
                 rv = self.rv
                 items = self.select(rt, namespace, labels, fields)
-            if limit <= 0 or len(items) <= limit:
-                return items, rv, "", None
-            page, rest = items[:limit], items[limit:]
-            snap_id = uuid.uuid4().hex
-            self._snapshots[snap_id] = (rv, rest)
-            while len(self._snapshots) > _SNAPSHOTS:
-                self._snapshots.popitem(last=False)
-            token_text = json.dumps({"rv": rv, "id": snap_id}).encode()
-            return page, rv, base64.urlsafe_b64encode(token_text).decode(), len(rest)
+                snap_id = ""
+            end = len(items) if limit <= 0 else start + limit
+            page = items[start:end]
+            if end >= len(items):
+                return page, rv, "", None
+            if not snap_id:
+                snap_id = uuid.uuid4().hex
+                self._snapshots[snap_id] = (rv, items)
+                while len(self._snapshots) > _SNAPSHOTS:
+                    self._snapshots.popitem(last=False)
+            token_text = json.dumps({"rv": rv, "id": snap_id, "start": end}).encode()
+            return page, rv, base64.urlsafe_b64encode(token_text).decode(), len(items) - end
 
     # ----- writes ------------------------------------------------------------------------
 

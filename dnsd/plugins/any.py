@@ -31,6 +31,7 @@ def _always() -> bool:
 
 class Plugin(Base):
     name: ClassVar[str] = "any"
+    direct_role: ClassVar[str] = "pass"  # ANY queries never take the direct path
 
     async def serve(self, req: Request, next_: Next) -> DNSRecord | None:
         if req.qtype != QTYPE.ANY:

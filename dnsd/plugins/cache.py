@@ -21,6 +21,10 @@ other rcodes are not cached.  Served TTLs count down (``keepttl``: the originals
 background once less than PERCENTAGE (10 %) of its TTL is left.  ``serve_stale``: entries
 expired less than DURATION (1 h) ago are served with TTL 0 and refreshed in the background
 (``immediate``) or only when a fresh lookup fails (``verify``).
+
+Hits are repeated by the engine's hot path (prepared answers, counted as hits here) for the
+entry's whole life: each second the TTLs of the packed reply are rewritten to what ``serve``
+would answer then (see ``_allow_hot_path``).  Not with ``prefetch``, which must see every hit.
 """
 
 from __future__ import annotations
@@ -30,21 +34,23 @@ import contextlib
 import dataclasses
 import logging
 import math
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from dnslib import OPCODE, QTYPE, RCODE, RR, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import OPCODE, QTYPE, RCODE, RR, DNSLabel, DNSRecord
 
 from dnsd import metrics
-from dnsd.chain import Next, SetupContext
+from dnsd.chain import NOT_DIRECT, Next, SetupContext
 from dnsd.chain import Plugin as Base
 from dnsd.corefile.address import normalize_zone
 from dnsd.corefile.ast import Directive
 from dnsd.corefile.values import duration_arg, int_arg
 from dnsd.request import Request
+from dnsd.wire import quick
 
 log = logging.getLogger("dnsd")
 
@@ -57,6 +63,7 @@ MAX_SERVFAIL_TTL = 300.0
 DEFAULT_TTL = 5  # for replies with no records at all (CoreDNS's MinimalDefaultTTL)
 
 SUCCESS, DENIAL, SERVFAIL = "success", "denial", "servfail"
+_PRINTABLE = re.compile(rb"[\x21-\x7e]*")
 Key = tuple[str, int, bool, bool]
 
 
@@ -101,9 +108,20 @@ def message_ttl(reply: DNSRecord, kind: str) -> int:
     return ttl
 
 
-def _copy_rr(rr: RR, ttl: int | None = None, name: str | None = None) -> RR:
-    return RR(rr.rname if name is None else name, rr.rtype, rr.rclass,
-              rr.ttl if ttl is None else ttl, rr.rdata)
+def _copy_rr(rr: RR, ttl: int | None = None, name: DNSLabel | None = None) -> RR:
+    """A copy of a (non-OPT) record, optionally with another TTL or owner name.  Built without
+    dnslib's setters: the values come from a record that already passed them."""
+    d = rr.__dict__
+    try:
+        fields = {"_rname": d["_rname"] if name is None else name, "_rtype": d["_rtype"],
+                  "_rclass": d["_rclass"], "_ttl": d["_ttl"] if ttl is None else ttl,
+                  "rdata": d["rdata"]}
+    except KeyError:  # not laid out like dnslib's own records: through its constructor
+        return RR(rr.rname if name is None else name, rr.rtype, rr.rclass,
+                  rr.ttl if ttl is None else ttl, rr.rdata)
+    record = RR.__new__(RR)
+    record.__dict__.update(fields)
+    return record
 
 
 @dataclass
@@ -122,15 +140,26 @@ class Item:
     hits: int = 0
     last_hit: float = 0.0
     refreshing: bool = False
+    # The lower-cased name the entry answers, and which answer records are owned by it (they
+    # are served with the asker's spelling): worked out once instead of on every hit.
+    lower: str | None = None
+    renamed: tuple[bool, ...] = ()
+    # Whether a reply from the entry holds another name that may be compressed against the
+    # question (see _spelled_apart): then the hot path may only repeat the very same spelling.
+    spelled_apart: bool = True
 
     @classmethod
-    def of(cls, reply: DNSRecord, kind: str, now: float, ttl: int) -> Item:
+    def of(cls, reply: DNSRecord, kind: str, now: float, ttl: int, lower: str | None = None) -> Item:
         h = reply.header
-        return cls(kind=kind, rcode=h.rcode, ra=bool(h.ra), ad=bool(h.ad),
-                   answer=[_copy_rr(rr) for rr in reply.rr],
+        answer = [_copy_rr(rr) for rr in reply.rr]
+        item = cls(kind=kind, rcode=h.rcode, ra=bool(h.ra), ad=bool(h.ad), answer=answer,
                    auth=[_copy_rr(rr) for rr in reply.auth],
                    extra=[_copy_rr(rr) for rr in reply.ar if rr.rtype != QTYPE.OPT],
-                   stored=now, ttl=ttl)
+                   stored=now, ttl=ttl, lower=lower)
+        if lower is not None:
+            item.renamed = _owned_by(answer, lower)
+            item.spelled_apart = _spelled_apart(item, lower)
+        return item
 
     def remaining(self, now: float) -> int:
         """Whole seconds of freshness left (negative once expired)."""
@@ -142,20 +171,85 @@ class Item:
     def to_reply(self, req: Request, now: float, keepttl: bool) -> DNSRecord:
         """A new reply to ``req`` from this entry, with counted-down TTLs (0 when stale)."""
         q = req.msg.header
-        header = DNSHeader(id=q.id, qr=1, opcode=q.opcode, aa=1, rd=q.rd, ra=int(self.ra),
-                           rcode=self.rcode)
-        header.cd = q.cd
-        header.ad = int(self.ad and (req.do or bool(q.ad)))
-        reply = DNSRecord(header, q=DNSQuestion(req.qname, req.qtype, req.qclass))
+        bits = q.bitmap
+        ad = self.ad and (req.do or bool(bits & 0x0020))
+        # QR, the query's opcode, AA, the query's RD and CD; RA, AD and the rcode of the entry.
+        bitmap = (0x8400 | (bits & 0x7910) | (0x0080 if self.ra else 0) | (0x0020 if ad else 0)
+                  | (self.rcode & 0xF))
+        name = _asked_label(req)
+        reply = quick.record(quick.header(q.id, bitmap),
+                             [quick.question(name, req.qtype, req.qclass)])
         ttl = None if keepttl else max(0, self.remaining(now))
         if not self.fresh(now):
             ttl = 0
-        lower, asked = req.qname_lower, req.qname
-        reply.rr = [_copy_rr(rr, ttl, asked if str(rr.rname).lower() == lower else None)
-                    for rr in self.answer]
+        lower = req.qname_lower
+        renamed = self.renamed if lower == self.lower else _owned_by(self.answer, lower)
+        reply.rr = [_copy_rr(rr, ttl, name if own else None)
+                    for rr, own in zip(self.answer, renamed, strict=True)]
         reply.auth = [_copy_rr(rr, ttl) for rr in self.auth]
         reply.ar = [_copy_rr(rr, ttl) for rr in self.extra]
         return reply
+
+
+def _owned_by(records: list[RR], lower: str) -> tuple[bool, ...]:
+    return tuple(_text(rr.rname).lower() == lower for rr in records)
+
+
+# Record types whose data holds no name, and where the names of the others are.
+_NO_NAMES = frozenset({QTYPE.A, QTYPE.AAAA, QTYPE.TXT})
+_NAMES_AT = {QTYPE.CNAME: ("label",), QTYPE.PTR: ("label",), QTYPE.NS: ("label",),
+             QTYPE.DNAME: ("label",), QTYPE.MX: ("label",), QTYPE.SRV: ("target",),
+             QTYPE.SOA: ("mname", "rname")}
+
+
+def _spelled_apart(item: Item, lower: str) -> bool:
+    """Does a reply from ``item`` hold a name, besides the answer owners served in the
+    asker's spelling, that ends like the question (the same last label)?  Only such a name
+    can be compressed against the question; the hot path serves other spellings by patching
+    the question bytes, which would respell that name where ``to_reply`` keeps the stored
+    spelling (an SOA owner under the asked name, a CNAME chain in the same zone...)."""
+    labels = lower.rstrip(".").split(".")
+    if not labels[-1]:
+        return True  # the root: every name ends there
+    last = labels[-1].encode()
+    names = [rr.rname for rr, own in zip(item.answer, item.renamed, strict=True) if not own]
+    names += [rr.rname for rr in (*item.auth, *item.extra)]
+    for rr in (*item.answer, *item.auth, *item.extra):
+        rtype = rr.rtype
+        if rtype in _NO_NAMES:
+            continue
+        where = _NAMES_AT.get(rtype)
+        if where is None:
+            return True  # names unknown: keep to the same spelling
+        names.extend(getattr(rr.rdata, attr) for attr in where)
+    for name in names:
+        parts = name.label if isinstance(name, DNSLabel) else DNSLabel(name).label
+        if parts and parts[-1].lower() == last:
+            return True
+    return False
+
+
+def _text(label: DNSLabel) -> str:
+    """``str(label)``: dnslib writes bytes 0x21-0x7E as they are and escapes the others;
+    for names of such bytes only (nearly all), one join instead of its per-label work."""
+    joined = b".".join(label.label)
+    if _PRINTABLE.fullmatch(joined):
+        return joined.decode("ascii") + "."
+    return str(label)
+
+
+def _asked_label(req: Request) -> DNSLabel:
+    """The question name as the client spelled it: the parsed query's own label when it
+    names ``req.qname`` exactly as parsing the text would (no text round trip), else parsed
+    from the text."""
+    qname = req.qname
+    if req.msg.questions and qname.isascii():
+        label = req.msg.questions[0].qname
+        labels = label.label
+        # Same bytes and as many labels as dots: no label holds a dot of its own.
+        if len(labels) == qname.count(".") and b".".join(labels) == qname[:-1].encode():
+            return label
+    return quick.label(qname)
 
 
 @dataclass
@@ -189,6 +283,37 @@ class Plugin(Base):
         self.pcache: OrderedDict[Key, Item] = OrderedDict()
         self.ncache: OrderedDict[Key, Item] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._counters: dict[str, _Counters] = {}  # by server label
+
+    def counters(self, server: str) -> _Counters:
+        """This plugin's metric children for one listener (``.labels()`` costs microseconds:
+        looked up once per server, not per query)."""
+        c = self._counters.get(server)
+        if c is None:
+            c = self._counters[server] = _Counters(server, self.zones_label)
+        return c
+
+    # --- the engine's direct path -------------------------------------------------------------
+
+    direct_role: ClassVar[str] = "pass"
+
+    def direct_pass(self, qname_lower: str, qtype: int, server: str) -> object:
+        """Pass a query on directly only where this cache would not keep its answer at all
+        (outside its zones, or both success and denial disabled there); such a query still
+        counts as a request and a miss, as in ``serve``."""
+        s = self.s
+        if not in_zones(qname_lower, s.zones):
+            return None
+        if not (s.no_success and s.no_denial and in_zones(qname_lower, s.no_success)
+                and in_zones(qname_lower, s.no_denial)):
+            return NOT_DIRECT
+        counters = self.counters(server)
+
+        def count() -> None:
+            counters.requests.inc()
+            counters.misses.inc()
+
+        return count
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -212,13 +337,13 @@ class Plugin(Base):
     async def serve(self, req: Request, next_: Next) -> DNSRecord | None:
         if not in_zones(req.qname_lower, self.s.zones):
             return await next_(req)
-        server, zones = req.server, self.zones_label
-        metrics.cache_requests.labels(server, zones, "").inc()
+        counters = self.counters(req.server)
+        counters.requests.inc()
         now = time.monotonic()
         key = (req.qname_lower, req.qtype, req.do, bool(req.msg.header.cd))
         item = self._get(key, now)
         if item is None:
-            metrics.cache_misses.labels(server, zones, "").inc()
+            counters.misses.inc()
             return await self._fetch(req, next_, key)
         if not item.fresh(now):
             if self.s.verify_stale:
@@ -227,14 +352,14 @@ class Plugin(Base):
                     return self._store(req, reply, key, time.monotonic())
             else:
                 self._background(req, next_, key, item)
-            metrics.cache_served_stale.labels(server, zones, "").inc()
+            counters.served_stale.inc()
             return item.to_reply(req, now, self.s.keepttl)
-        metrics.cache_hits.labels(server, _metric_type(item), zones, "").inc()
+        counters.hits[item.kind == SUCCESS].inc()
         if self._should_prefetch(item, now):
-            metrics.cache_prefetch.labels(server, zones, "").inc()
+            counters.prefetch.inc()
             self._background(req, next_, key, item)
         reply = item.to_reply(req, now, self.s.keepttl)
-        self._allow_hot_path(req, reply, key, item, None)
+        self._allow_hot_path(req, reply, key, item, None, now, renewable=True)
         return reply
 
     def _get(self, key: Key, now: float) -> Item | None:
@@ -263,7 +388,7 @@ class Plugin(Base):
         if kind is None:
             return reply
         if not _matches(req, reply):
-            metrics.cache_drops.labels(req.server, self.zones_label, "").inc()
+            self.counters(req.server).drops.inc()
             return reply
         s = self.s
         if kind == SERVFAIL:
@@ -276,7 +401,7 @@ class Plugin(Base):
             ttl = min(max(message_ttl(reply, kind), s.denial_min), s.denial_ttl)
         if ttl <= 0 or self._disabled(kind, req.qname_lower):
             return reply
-        item = Item.of(reply, kind, now, ttl)
+        item = Item.of(reply, kind, now, ttl, req.qname_lower)
         old = self.pcache.get(key) or self.ncache.get(key)
         if old is not None:
             item.hits, item.last_hit = old.hits, old.last_hit
@@ -285,20 +410,29 @@ class Plugin(Base):
             reply.rr = [_copy_rr(rr, ttl) for rr in reply.rr]
             reply.auth = [_copy_rr(rr, ttl) for rr in reply.auth]
             reply.ar = [rr if rr.rtype == QTYPE.OPT else _copy_rr(rr, ttl) for rr in reply.ar]
-        self._allow_hot_path(req, reply, key, item, reply.__dict__.get("valid"))
+        self._allow_hot_path(req, reply, key, item, reply.__dict__.get("valid"), now)
         return reply
 
     def _allow_hot_path(self, req: Request, reply: DNSRecord, key: Key, item: Item,
-                        inner: Callable[[], bool] | None) -> None:
+                        inner: Callable[[], bool] | None, now: float,
+                        renewable: bool = False) -> None:
         """Let the engine's hot path repeat this reply while it is exactly what the cache
-        would serve: the same entry, and the same whole-second TTL (it counts down, so at
-        most one second, unless ``keepttl``).  Repeats count as cache hits."""
-        if item.kind == SERVFAIL or self.s.prefetch or not item.fresh(time.monotonic()):
+        would serve: the same entry, and the same whole-second TTL (``now`` is the moment
+        the reply's TTLs were taken).  Repeats count as cache hits.
+
+        A reply built from the entry (``renewable``: a hit, not the reply of the miss that
+        filled the entry, whose header and spelling come from the plugins below) also gets a
+        ``renew`` hook: when the second changes, the hot path rewrites the TTLs of its packed
+        copy to the entry's new remaining TTL (the TTL this method would serve then) instead
+        of dropping it, for as long as the entry stays fresh and current."""
+        if item.kind == SERVFAIL or self.s.prefetch or not item.fresh(now):
             # (prefetch decides on the hits it sees, so with it every query must come here)
             reply.__dict__.pop("valid", None)
             return
-        until = item.stored + item.ttl if self.s.keepttl else \
-            item.stored + int(time.monotonic() - item.stored) + 1
+        keepttl = self.s.keepttl
+        stored = item.stored
+        until = stored + item.ttl if keepttl else stored + (int(now - stored) + 1)
+        served = item.remaining(now)  # the TTL of every record in the reply (unless keepttl)
         pcache, ncache = self.pcache, self.ncache
 
         def valid() -> bool:
@@ -308,8 +442,25 @@ class Plugin(Base):
                 return False
             return inner is None or inner()
 
+        def renew() -> tuple[int, int] | None:
+            nonlocal until, served
+            now = time.monotonic()
+            if not item.fresh(now):
+                return None  # expired: the full path decides (refetch, serve_stale...)
+            if pcache.get(key) is not item and ncache.get(key) is not item:
+                return None
+            if inner is not None and not inner():
+                return None
+            old, served = served, item.remaining(now)
+            until = stored + (int(now - stored) + 1)
+            return old, served
+
         reply.valid = valid  # type: ignore[attr-defined]
-        req.when_done(_count_repeats(req.server, self.zones_label, _metric_type(item)))
+        if item.spelled_apart:
+            reply.case_sensitive = True  # type: ignore[attr-defined]
+        if renewable and not keepttl:
+            reply.renew = renew  # type: ignore[attr-defined]
+        req.when_done(self.counters(req.server).repeats[item.kind == SUCCESS])
 
     def _disabled(self, kind: str, name: str) -> bool:
         zones = self.s.no_success if kind == SUCCESS else self.s.no_denial
@@ -322,12 +473,12 @@ class Plugin(Base):
         other.pop(key, None)
         store.pop(key, None)
         store[key] = item
-        mtype = _metric_type(item)
+        counters = self.counters(server)
         while len(store) > max(cap, 1):
             store.popitem(last=False)
-            metrics.cache_evictions.labels(server, mtype, self.zones_label, "").inc()
-        metrics.cache_entries.labels(server, SUCCESS, self.zones_label, "").set(len(self.pcache))
-        metrics.cache_entries.labels(server, DENIAL, self.zones_label, "").set(len(self.ncache))
+            counters.evictions[positive].inc()
+        counters.entries[True].set(len(self.pcache))
+        counters.entries[False].set(len(self.ncache))
 
     # --- prefetch and stale refresh --------------------------------------------------------
 
@@ -373,35 +524,52 @@ class Plugin(Base):
                 await task
 
 
-def _count_repeats(server: str, zones: str, mtype: str) -> Callable[..., None]:
+class _Counters:
+    """The metric children of one cache plugin on one listener; ``[positive]`` picks the
+    "success" or the "denial" child of the typed families."""
+
+    __slots__ = ("requests", "misses", "served_stale", "prefetch", "drops", "hits",
+                 "evictions", "entries", "repeats")
+
+    def __init__(self, server: str, zones: str) -> None:
+        self.requests = metrics.cache_requests.labels(server, zones, "")
+        self.misses = metrics.cache_misses.labels(server, zones, "")
+        self.served_stale = metrics.cache_served_stale.labels(server, zones, "")
+        self.prefetch = metrics.cache_prefetch.labels(server, zones, "")
+        self.drops = metrics.cache_drops.labels(server, zones, "")
+        self.hits = (metrics.cache_hits.labels(server, DENIAL, zones, ""),
+                     metrics.cache_hits.labels(server, SUCCESS, zones, ""))
+        self.evictions = (metrics.cache_evictions.labels(server, DENIAL, zones, ""),
+                          metrics.cache_evictions.labels(server, SUCCESS, zones, ""))
+        self.entries = (metrics.cache_entries.labels(server, DENIAL, zones, ""),
+                        metrics.cache_entries.labels(server, SUCCESS, zones, ""))
+        self.repeats = (_count_repeats(self.requests, self.hits[0]),
+                        _count_repeats(self.requests, self.hits[1]))
+
+
+def _count_repeats(requests: Any, hits: Any) -> Callable[..., None]:
     """An after-reply hook that does nothing on the full path (serve() counted there) and,
     replayed for hot-path repeats of the reply, counts each as a cache hit."""
-    requests = metrics.cache_requests.labels(server, zones, "")
-    hits = metrics.cache_hits.labels(server, mtype, zones, "")
+
+    def on_hits(hits4: int, hits6: int, seconds: float) -> None:
+        requests.inc(hits4 + hits6)
+        hits.inc(hits4 + hits6)
 
     def hook(req: Request, reply: DNSRecord, size: int) -> None:
         return None
 
     def replay(req: Request, reply: DNSRecord, size: int) -> Callable[[int, int, float], None]:
-        def on_hits(hits4: int, hits6: int, seconds: float) -> None:
-            requests.inc(hits4 + hits6)
-            hits.inc(hits4 + hits6)
-
         return on_hits
 
     hook.fast_replay = replay  # type: ignore[attr-defined]
     return hook
 
 
-def _metric_type(item: Item) -> str:
-    return SUCCESS if item.kind == SUCCESS else DENIAL
-
-
 def _matches(req: Request, reply: DNSRecord) -> bool:
     if len(reply.questions) != 1:
         return False
     q = reply.questions[0]
-    return q.qtype == req.qtype and str(q.qname).lower() == req.qname_lower
+    return q.qtype == req.qtype and _text(q.qname).lower() == req.qname_lower
 
 
 # --- option parsing --------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class Consolidation:
 
 class Plugin(Base):
     name: ClassVar[str] = "errors"
+    direct_role: ClassVar[str] = "pass"  # the direct path takes only queries that raise nothing
 
     def __init__(self, rules: list[Consolidation]) -> None:
         self.rules = rules

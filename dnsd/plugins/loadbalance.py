@@ -22,6 +22,7 @@ from dnsd.corefile.ast import Directive
 from dnsd.request import Request
 
 ADDRESS = (QTYPE.A, QTYPE.AAAA)
+_CNAME, _MX, _OPT = QTYPE.CNAME, QTYPE.MX, QTYPE.OPT  # (QTYPE's attributes are looked up slowly)
 
 
 def round_robin(records: list[RR]) -> list[RR]:
@@ -33,11 +34,12 @@ def round_robin(records: list[RR]) -> list[RR]:
     addresses: list[RR] = []
     mxs: list[RR] = []
     for rr in records:
-        if rr.rtype == QTYPE.CNAME:
+        rtype = rr.rtype
+        if rtype == _CNAME:
             cnames.append(rr)
-        elif rr.rtype in ADDRESS:
+        elif rtype in ADDRESS:
             addresses.append(rr)
-        elif rr.rtype == QTYPE.MX:
+        elif rtype == _MX:
             mxs.append(rr)
         else:
             rest.append(rr)
@@ -48,6 +50,7 @@ def round_robin(records: list[RR]) -> list[RR]:
 
 class Plugin(Base):
     name: ClassVar[str] = "loadbalance"
+    direct_role: ClassVar[str] = "pass"  # (the engine's direct path does its part itself)
 
     @classmethod
     def setup(cls, directives: list[Directive], ctx: SetupContext) -> Plugin:
@@ -70,7 +73,7 @@ class Plugin(Base):
             return reply
         if req.qtype in (QTYPE.AXFR, QTYPE.IXFR):
             return reply
-        if _shufflable(reply.rr) or _shufflable(reply.auth) or _shufflable(reply.ar):
+        if shufflable(reply):
             # A prepared hot-path reply must not freeze one order: it keeps several, made
             # with this (the engine calls it after packing the first).
             reply.reshuffle = shuffle  # type: ignore[attr-defined]
@@ -82,11 +85,17 @@ def shuffle(reply: DNSRecord) -> None:
     """Round-robin every section of ``reply`` in place (the OPT record stays last)."""
     reply.rr = round_robin(list(reply.rr))
     reply.auth = round_robin(list(reply.auth))
-    opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
-    reply.ar = round_robin([rr for rr in reply.ar if rr.rtype != QTYPE.OPT]) + opt
+    opt = [rr for rr in reply.ar if rr.rtype == _OPT]
+    reply.ar = round_robin([rr for rr in reply.ar if rr.rtype != _OPT]) + opt
+
+
+def shufflable(reply: DNSRecord) -> bool:
+    """Would shuffling change anything (more than one address or MX record in a section)?"""
+    return _shufflable(reply.rr) or _shufflable(reply.auth) or _shufflable(reply.ar)
 
 
 def _shufflable(records: list[RR]) -> bool:
-    addresses = sum(1 for rr in records if rr.rtype in ADDRESS)
-    mxs = sum(1 for rr in records if rr.rtype == QTYPE.MX)
-    return addresses > 1 or mxs > 1
+    if len(records) < 2:
+        return False
+    types = [rr.rtype for rr in records]
+    return sum(t in ADDRESS for t in types) > 1 or types.count(_MX) > 1

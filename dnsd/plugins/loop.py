@@ -22,7 +22,7 @@ from typing import ClassVar
 
 from dnslib import QTYPE, DNSRecord
 
-from dnsd.chain import Next, SetupContext
+from dnsd.chain import NOT_DIRECT, Next, SetupContext
 from dnsd.chain import Plugin as Base
 from dnsd.corefile.ast import Directive
 from dnsd.request import Request
@@ -71,6 +71,13 @@ class Plugin(Base):
             if host not in ("", "0.0.0.0", "::"):
                 return host.split("%")[0], self.port
         return "127.0.0.1", self.port
+
+    direct_role: ClassVar[str] = "pass"
+
+    def direct_pass(self, qname_lower: str, qtype: int, server: str) -> object:
+        if not self.disabled and qtype == QTYPE.HINFO and qname_lower == self.qname:
+            return NOT_DIRECT
+        return None
 
     async def serve(self, req: Request, next_: Next) -> DNSRecord | None:
         if not self.disabled and req.qtype == QTYPE.HINFO and req.qname_lower == self.qname:

@@ -61,6 +61,7 @@ record.fast_replay = _replay  # type: ignore[attr-defined]
 
 class Plugin(Base):
     name: ClassVar[str] = "prometheus"
+    direct_role: ClassVar[str] = "pass"  # (the engine's direct path does its part itself)
 
     def __init__(self, address: str, ctx: SetupContext) -> None:
         self.host, self.port = split_address(address, 9153)

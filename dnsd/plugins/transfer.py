@@ -76,6 +76,7 @@ class Xfr:
 
 class Plugin(Base):
     name: ClassVar[str] = "transfer"
+    direct_role: ClassVar[str] = "pass"  # zone transfers (AXFR/IXFR) never take the direct path
     repeatable: ClassVar[bool] = True
 
     def __init__(self, xfrs: list[Xfr], providers: list[Provider]) -> None:

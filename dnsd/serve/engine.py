@@ -15,19 +15,27 @@ outside it still see an ordinary message):
 from __future__ import annotations
 
 import logging
+import os
+import re
+import struct
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from dnslib import EDNS0, OPCODE, QTYPE, RCODE, RR, DNSLabel, DNSQuestion, DNSRecord
 from dnslib.label import DNSBuffer, DNSLabelError
 
-from dnsd.chain import Next, Plugin
-from dnsd.request import Request, error_reply, header_only_reply, make_reply
+from dnsd.chain import NOT_DIRECT, Next, Plugin
+from dnsd.plugins import loadbalance
+from dnsd.request import Request, error_reply, header_only_reply, make_reply, type_name
+from dnsd.serve.direct import Plan, plan_for
+from dnsd.wire import quick
 from dnsd.wire.encode import Unsupported
 from dnsd.wire.encode import pack as fast_pack
-from dnsd.wire.fastpath import PreparedAnswers, query_key
+from dnsd.wire.fastpath import MAX_ENTRIES, PreparedAnswers, query_key
 from dnsd.wire.quick import parse_query
+from dnsd.wire.shuffle import reorderings
 
 log = logging.getLogger("dnsd")
 
@@ -35,6 +43,9 @@ CLASS_IN = 1
 MAX_TCP = 65535
 # The largest UDP payload IPv4 can carry: a bigger EDNS size would make sendto fail outright.
 MAX_UDP = 65507
+_NOT_DIRECT_TYPES = frozenset((QTYPE.AXFR, QTYPE.IXFR, QTYPE.ANY))
+# Names whose text form needs no escaping (labels of letters, digits, '-' and '_').
+_PLAIN_NAME = re.compile(rb"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\Z")
 BADVERS = 16
 PREPARED_ORDERS = 8  # record orders kept for a prepared reply that loadbalance shuffles
 
@@ -53,6 +64,7 @@ class Block:
     handler: Next
     plugins: list[Plugin] = field(default_factory=list)
     server: str = "dns://:53"
+    direct: Plan | None = None  # see dnsd/serve/direct.py
 
 
 class Engine:
@@ -62,9 +74,13 @@ class Engine:
         self.blocks = list(blocks)
         self._by_zone: dict[str, Block] = {}
         for block in self.blocks:
+            block.direct = plan_for(block.plugins)
             for zone in block.zones:
                 self._by_zone.setdefault(zone, block)
-        self.prepared = PreparedAnswers()
+        self._any_direct = any(block.direct is not None for block in self.blocks)
+        # DNSD_PREPARED=0 switches the hot path's store off: every query takes the general
+        # path, which is how the benchmarks measure answers with no prepared packet.
+        self.prepared = PreparedAnswers(0 if os.environ.get("DNSD_PREPARED") == "0" else MAX_ENTRIES)
         from dnsd import metrics
 
         metrics.QUERY_STATS.sources.add(self.prepared)  # flushed before every scrape
@@ -80,14 +96,16 @@ class Engine:
             return None, None
         entry = self.prepared.entries.get(k[0])
         if entry is None:
-            return None, k
+            return self._direct(data, k, proto, client_ip, started)
         qend = k[1]
         if entry.exact is not None and entry.exact != data[12:qend]:
-            return None, k  # another spelling: the full path answers (and re-prepares)
-        if not entry.valid():
+            # another spelling: answered afresh (and re-prepared)
+            return self._direct(data, k, proto, client_ip, started)
+        if not entry.valid() and not self.prepared.renew(entry):  # renew: TTLs counted down
             self.prepared.drop(k[0])
-            return None, k
+            return self._direct(data, k, proto, client_ip, started)
         self.prepared.hits += 1
+        entry.used = True  # kept when the store makes room
         if entry.variants is None:
             wire = entry.wire
         else:
@@ -103,6 +121,91 @@ class Engine:
             if entry.hits4 + entry.hits6 >= 64:
                 self.prepared.flush(entry)
         return reply, None
+
+    def _direct(self, data: bytes, k: tuple[bytes, int], proto: str, client_ip: str,
+                started: float) -> tuple[bytes | None, tuple[bytes, int] | None]:
+        """A first answer built synchronously (see dnsd/serve/direct.py): (reply, None), or
+        (None, key) to take the general path."""
+        if not self._any_direct:
+            return None, k
+        try:
+            reply = self._direct_reply(data, k, proto, client_ip, started)
+        except Exception:  # the general path answers (and reports) whatever went wrong here
+            log.debug("direct path declined after an error", exc_info=True)
+            return None, k
+        return (reply, None) if reply is not None else (None, k)
+
+    def _direct_reply(self, data: bytes, k: tuple[bytes, int], proto: str, client_ip: str,
+                      started: float) -> bytes | None:
+        qend = k[1]
+        labels: list[bytes] = []
+        pos = 12
+        while pos < qend - 1:
+            n = data[pos]
+            labels.append(data[pos + 1 : pos + 1 + n])
+            pos += 1 + n
+        if labels and not _PLAIN_NAME.match(b".".join(labels)):
+            return None  # text names could not say it: the general path decides
+        qtype = (data[qend] << 8) | data[qend + 1]
+        if (data[qend + 2] << 8) | data[qend + 3] != CLASS_IN or qtype in _NOT_DIRECT_TYPES:
+            return None
+        qname = (b".".join(labels) + b".").decode("ascii") if labels else "."
+        lower = qname.lower()
+        routed = self.route(lower)
+        if routed is None:
+            return None
+        zone, block = routed
+        plan = block.direct
+        if plan is None:
+            return None
+        server = block.server
+        commits = []
+        for plugin in plan.passers:
+            verdict = plugin.direct_pass(lower, qtype, server)
+            if verdict is NOT_DIRECT:
+                return None
+            if verdict is not None:
+                commits.append(verdict)
+        ans = plan.answerer.direct_answer(qname, lower, qtype)
+        if ans is None:
+            return None
+        rcode = ans.rcode
+        flags = (data[2] << 8) | data[3]
+        msg = quick.record(quick.header((data[0] << 8) | data[1], 0x8400 | (flags & 0x0110) | rcode),
+                           [quick.question(DNSLabel(tuple(labels)), qtype, CLASS_IN)])
+        msg.rr, msg.auth, msg.ar = ans.answer, ans.auth, ans.additional
+        reshuffle = False
+        if plan.shuffle and rcode == RCODE.NOERROR:
+            reshuffle = loadbalance.shufflable(msg)
+            loadbalance.shuffle(msg)
+        do = False
+        limit = 512
+        rest = qend + 4
+        if rest < len(data):  # the query's OPT record (the key parser checked it)
+            size = (data[rest + 3] << 8) | data[rest + 4]
+            do = bool(data[rest + 7] & 0x80)
+            msg.ar.append(quick.opt_record(size, 0x8000 if do else 0, []))
+            limit = max(512, size)
+        limit = min(limit, MAX_UDP) if proto == "udp" else MAX_TCP
+        wire = _pack(msg, limit)
+        for commit in commits:
+            commit()
+        on_hit = None
+        if plan.metrics:
+            from dnsd import metrics
+
+            rname = RCODE.get(rcode, str(rcode))
+            tname = type_name(qtype)
+            metrics.QUERY_STATS.observe(server, zone, proto, "2" if ":" in client_ip else "1", tname,
+                                        do, rname, plan.answerer.name,
+                                        time.perf_counter() - started, len(data), len(wire))
+            if ans.valid is not None and self.prepared.limit > 0:
+                on_hit = metrics.QUERY_STATS.replayer(server, zone, proto, tname, do, rname,
+                                                      plan.answerer.name, len(data), len(wire))
+        if ans.valid is not None:
+            self._keep(k, wire, msg, ans.valid, on_hit, ans.case_sensitive,
+                       loadbalance.shuffle if reshuffle else None, proto, limit)
+        return wire
 
     def route(self, qname_lower: str) -> tuple[str, Block] | None:
         """The (zone, block) whose zone is the longest suffix of the name, or None."""
@@ -242,17 +345,31 @@ class Engine:
             def on_hit(hits4: int, hits6: int, seconds: float) -> None:
                 for hook in hooks:
                     hook(hits4, hits6, seconds)
+        limit = min(req.max_udp_size, MAX_UDP) if req.proto == "udp" else MAX_TCP
+        self._keep(key, wire, reply, valid, on_hit, bool(reply.__dict__.get("case_sensitive")),
+                   reply.__dict__.get("reshuffle"), req.proto, limit,
+                   reply.__dict__.get("renew"))
+
+    def _keep(self, key: tuple[bytes, int], wire: bytes, reply: DNSRecord,
+              valid: Callable[[], bool], on_hit: Callable[[int, int, float], None] | None,
+              exact: bool, reshuffle: Callable[[DNSRecord], None] | None, proto: str,
+              limit: int, renew: Callable[..., object] | None = None) -> None:
+        """Store a sent reply as a prepared answer; with ``reshuffle`` (loadbalance), in a
+        few record orders served in turn."""
         variants: list[bytes] = []
-        reshuffle = reply.__dict__.get("reshuffle")
-        if reshuffle is not None:  # loadbalance: keep a few orders and take turns
+        if reshuffle is not None:
             variants.append(wire)
-            limit = req.max_udp_size if req.proto == "udp" else MAX_TCP
-            for _ in range(PREPARED_ORDERS - 1):
-                reshuffle(reply)
-                variants.append(_pack(reply, min(limit, MAX_UDP) if req.proto == "udp" else limit))
-        self.prepared.store(key[0], key[1], wire, valid, on_hit,
-                            exact=bool(reply.__dict__.get("case_sensitive")),
-                            variants=tuple(variants) or None)
+            moved = reorderings(wire, PREPARED_ORDERS - 1)  # cheap: moves record bytes
+            if moved is not None:
+                variants.extend(moved)
+                if not moved:
+                    variants.clear()  # nothing left to shuffle (e.g. after truncation)
+            else:
+                for _ in range(PREPARED_ORDERS - 1):
+                    reshuffle(reply)
+                    variants.append(_pack(reply, limit))
+        self.prepared.store(key[0], key[1], wire, valid, on_hit, exact=exact,
+                            variants=tuple(variants) or None, renew=renew)
 
     async def resolve(self, req: Request) -> DNSRecord:
         """Run the plugin chain for a parsed request; always returns a reply."""
@@ -314,6 +431,35 @@ def _round_trips(qname: str, labels: tuple[bytes, ...]) -> bool:
         return False
 
 
+def _cut(reply: DNSRecord, data: bytes, ends: list[int], limit: int) -> bytes | None:
+    """Truncate a packed reply by cutting its bytes: the records that fit (the longest
+    prefix, sections in order), then the OPT record, with TC set.  Compression points only
+    backwards, so the prefix is what packing those records alone writes.  ``reply`` is
+    trimmed to match.  None when the OPT record is not last or not even the question fits."""
+    answers, auth, extra = reply.rr, reply.auth, reply.ar
+    opt = 1 if extra and extra[-1].rtype == QTYPE.OPT else 0
+    if any(rr.rtype == QTYPE.OPT for rr in extra[: len(extra) - opt]):
+        return None
+    opt_start = ends[-1 - opt]
+    room = limit - (len(data) - opt_start)
+    if ends[0] > room:
+        return None
+    kept = bisect_right(ends, room, 1, len(ends) - opt) - 1  # records that fit
+    n_an, n_ns = len(answers), len(auth)
+    an = min(kept, n_an)
+    ns = min(max(kept - n_an, 0), n_ns)
+    ar = max(kept - n_an - n_ns, 0)
+    reply.rr, reply.auth = answers[:an], auth[:ns]
+    reply.ar = extra[:ar] + extra[len(extra) - opt:]
+    reply.header.tc = 1
+    head = _COUNTS.pack(((data[2] << 8) | data[3]) | 0x0200, (data[4] << 8) | data[5], an, ns,
+                        ar + opt)
+    return data[:2] + head + data[12 : ends[kept]] + data[opt_start:]
+
+
+_COUNTS = struct.Struct("!HHHHH")
+
+
 def _header_reply(query: DNSRecord, rcode: int) -> DNSRecord:
     reply = DNSRecord(query.header, q=query.questions[0] if query.questions else None)
     if not query.questions:
@@ -371,9 +517,18 @@ def pack_message(msg: DNSRecord) -> bytes:
 def _pack(reply: DNSRecord, limit: int) -> bytes:
     """Pack within ``limit`` bytes the way miekg/dns (CoreDNS) truncates: keep as many answer,
     then authority, then additional records as fit, in order; set TC when any was left out."""
-    data = pack_message(reply)
+    ends: list[int] = []
+    try:
+        data = fast_pack(reply, ends)
+    except Unsupported:
+        data = pack_message(reply)
+        ends = []
     if len(data) <= limit:
         return data
+    if ends:
+        cut = _cut(reply, data, ends, limit)
+        if cut is not None:
+            return cut
     opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
     sections = [list(reply.rr), list(reply.auth), [rr for rr in reply.ar if rr.rtype != QTYPE.OPT]]
     kept: list[list[RR]] = [[], [], []]
@@ -399,27 +554,5 @@ def _pack(reply: DNSRecord, limit: int) -> bytes:
     data = pack_message(reply)
     if len(data) > limit:  # even the question does not fit: header alone
         reply.rr, reply.auth, reply.ar = [], [], []
-        data = pack_message(reply)[:limit]
-    return data
-    opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
-    reply.ar = opt
-    data = pack_message(reply)
-    if len(data) <= limit:
-        return data
-    reply.auth = []
-    answers = list(reply.rr)
-    lo, hi = 0, len(answers)
-    while lo < hi:  # the largest prefix of the answers that fits
-        mid = (lo + hi + 1) // 2
-        reply.rr = answers[:mid]
-        if len(pack_message(reply)) <= limit:
-            lo = mid
-        else:
-            hi = mid - 1
-    reply.rr = answers[:lo]
-    reply.header.tc = 1
-    data = pack_message(reply)
-    if len(data) > limit:  # even the question does not fit: header alone
-        reply.rr, reply.ar = [], []
         data = pack_message(reply)[:limit]
     return data

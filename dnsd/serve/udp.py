@@ -1,11 +1,20 @@
-"""UDP listener: reads the socket directly and drains many datagrams per wake-up."""
+"""UDP listener: reads the socket directly and drains many datagrams per wake-up.
+
+On Linux the socket is read and answered in batches with ``recvmmsg``/``sendmmsg``
+(``dnsd.serve.mmsg``): one system call per batch of datagrams instead of two per query.  The
+``recvfrom``/``sendto`` loop below is the fallback: on other systems, when the set-up fails,
+and when ``DNSD_UDP_MMSG=0`` (or ``UdpListener(..., mmsg=False)``) asks for it.  Both give the
+same answers; general-path replies (misses) are always sent with ``sendto``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 
+from dnsd.serve import mmsg as _mmsg
 from dnsd.serve.engine import Engine
 
 log = logging.getLogger("dnsd")
@@ -39,10 +48,19 @@ def client_ip(addr: tuple) -> str:  # type: ignore[type-arg]
     return ip[7:] if ip.startswith("::ffff:") else ip
 
 
+def mmsg_wanted(choice: bool | None = None) -> bool:
+    """Batch with recvmmsg/sendmmsg? ``choice`` when given, else ``DNSD_UDP_MMSG`` (default on;
+    ``0``, ``false``, ``no`` or ``off`` selects the recvfrom/sendto loop)."""
+    if choice is not None:
+        return choice
+    return os.environ.get("DNSD_UDP_MMSG", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 class UdpListener:
     """Answers DNS over UDP on one address and port."""
 
-    def __init__(self, engine: Engine, host: str, port: int, reuse_port: bool = False) -> None:
+    def __init__(self, engine: Engine, host: str, port: int, reuse_port: bool = False,
+                 mmsg: bool | None = None) -> None:
         self.engine = engine
         self.host = host
         self.port = port
@@ -50,13 +68,30 @@ class UdpListener:
         self.sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._want_mmsg = mmsg_wanted(mmsg)
+        self._batched: _mmsg.MmsgUdp | None = None
+
+    @property
+    def mode(self) -> str:
+        """``"mmsg"`` (recvmmsg/sendmmsg batches) or ``"recvfrom"`` (one datagram at a time)."""
+        return "mmsg" if self._batched is not None else "recvfrom"
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.sock = open_socket(self.host, self.port, socket.SOCK_DGRAM, self.reuse_port)
         self.port = self.sock.getsockname()[1]
         self._local_ip = self.host
-        self._loop.add_reader(self.sock.fileno(), self._on_readable)
+        if self._want_mmsg and _mmsg.available():
+            try:
+                self._batched = _mmsg.MmsgUdp(self.sock)
+            except Exception as exc:  # any set-up problem: the recvfrom loop still works
+                log.warning("[WARNING] udp %s:%d: recvmmsg/sendmmsg set-up failed (%s); using recvfrom",
+                            self.host, self.port, exc)
+        if self._batched is not None:
+            self._loop.add_reader(self.sock.fileno(), self._batched.drain, self)
+        else:
+            self._loop.add_reader(self.sock.fileno(), self._on_readable)
+        log.debug("udp %s:%d: %s", self.host, self.port, self.mode)
 
     def _on_readable(self) -> None:
         sock = self.sock
@@ -70,8 +105,10 @@ class UdpListener:
             except OSError as exc:  # e.g. ICMP errors surfacing on the socket
                 log.debug("udp recv error: %s", exc)
                 continue
+            ip = addr[0]
             try:
-                reply, key = self.engine.fast(data, "udp", addr[0])
+                # A v4-mapped client of a dual-stack socket counts as IPv4, as on the general path.
+                reply, key = self.engine.fast(data, "udp", ip[7:] if ip.startswith("::ffff:") else ip)
             except Exception:  # never let one packet kill the loop
                 log.exception("[ERROR] hot path failed")
                 reply, key = None, None
@@ -86,6 +123,14 @@ class UdpListener:
             task = self._loop.create_task(self._answer(data, addr, key))  # type: ignore[union-attr]
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def general(self, data: bytes, addr: tuple, key: tuple[bytes, int] | None) -> None:  # type: ignore[type-arg]
+        """Answer a query the hot path did not, in a task (the batched reader's misses)."""
+        if len(self._tasks) >= MAX_INFLIGHT:
+            return
+        task = self._loop.create_task(self._answer(data, addr, key))  # type: ignore[union-attr]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, data: bytes, addr: tuple, key: tuple[bytes, int] | None = None) -> None:  # type: ignore[type-arg]
         try:
@@ -105,6 +150,9 @@ class UdpListener:
         if self.sock is not None:
             if self._loop is not None:
                 self._loop.remove_reader(self.sock.fileno())
+            if self._batched is not None:
+                self._batched.close()
+                self._batched = None
             if self._tasks:
                 await asyncio.wait(list(self._tasks), timeout=2)
                 for task in list(self._tasks):

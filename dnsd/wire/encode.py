@@ -16,6 +16,7 @@ _RR = struct.Struct("!HHIH")
 _SRV = struct.Struct("!HHH")
 _SOA_TIMES = struct.Struct("!IIIII")
 _U16 = struct.Struct("!H")
+_HH = struct.Struct("!HH")
 
 A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, OPT = 1, 2, 5, 6, 12, 15, 16, 28, 33, 41
 
@@ -42,15 +43,22 @@ class _Writer:
         buf.append(0)
 
     def name(self, labels: tuple[bytes, ...]) -> None:
-        if sum(len(label) + 1 for label in labels) > 254:
-            raise Unsupported("name longer than 255 octets")
         buf, names = self.buf, self.names
+        pointer = names.get(labels)
+        if pointer is not None:  # the whole name was written before (and checked then)
+            buf += _U16.pack(0xC000 | pointer)
+            return
+        if len(labels) + sum(map(len, labels)) > 254:
+            raise Unsupported("name longer than 255 octets")
         for i in range(len(labels)):
-            suffix = labels[i:]
-            pointer = names.get(suffix)
-            if pointer is not None:
-                buf += _U16.pack(0xC000 | pointer)
-                return
+            if i:
+                suffix = labels[i:]
+                pointer = names.get(suffix)
+                if pointer is not None:
+                    buf += _U16.pack(0xC000 | pointer)
+                    return
+            else:
+                suffix = labels
             if len(buf) < 0x4000:
                 names[suffix] = len(buf)
             label = labels[i]
@@ -66,10 +74,11 @@ def _rdata(w: _Writer, rtype: int, rd: object) -> None:
     if rtype in (A, AAAA):
         buf += bytes(rd.data)  # type: ignore[attr-defined]
     elif rtype in (CNAME, PTR, NS):
-        w.name(rd.label.label)  # type: ignore[attr-defined]
+        w.name(rd.__dict__["_label"].label)  # (dnslib's property getters cost a call each)
     elif rtype == SRV:
-        buf += _SRV.pack(rd.priority, rd.weight, rd.port)  # type: ignore[attr-defined]
-        w.plain_name(rd.target.label)  # type: ignore[attr-defined]
+        d = rd.__dict__
+        buf += _SRV.pack(d["_priority"], d["_weight"], d["_port"])
+        w.plain_name(d["_target"].label)
     elif rtype == MX:
         buf += _U16.pack(rd.preference)  # type: ignore[attr-defined]
         w.name(rd.label.label)  # type: ignore[attr-defined]
@@ -90,23 +99,37 @@ def _rdata(w: _Writer, rtype: int, rd: object) -> None:
         raise Unsupported(f"type {rtype}")
 
 
-def pack(msg: DNSRecord) -> bytes:
-    """The wire form of ``msg`` (as dnslib would write it); raises Unsupported."""
+def pack(msg: DNSRecord, ends: list[int] | None = None) -> bytes:
+    """The wire form of ``msg`` (as dnslib would write it); raises Unsupported.
+
+    With ``ends``, appends the offset where the question section ends, then where each
+    record ends (answer, authority, additional in order): a prefix of the message up to
+    one of those is exactly how a message holding only the records before it packs."""
     w = _Writer()
+    buf, name = w.buf, w.name
     h = msg.header
-    w.buf += _HEADER.pack(h.id, h.bitmap, len(msg.questions), len(msg.rr), len(msg.auth), len(msg.ar))
-    for q in msg.questions:
-        w.name(q.qname.label)
-        w.buf += _U16.pack(q.qtype) + _U16.pack(q.qclass)
-    for section in (msg.rr, msg.auth, msg.ar):
+    questions, answers, auth, extra = msg.questions, msg.rr, msg.auth, msg.ar
+    buf += _HEADER.pack(h.id, h.bitmap, len(questions), len(answers), len(auth), len(extra))
+    for q in questions:
+        name(q.qname.label)
+        buf += _HH.pack(q.qtype, q.qclass)
+    if ends is not None:
+        ends.append(len(buf))
+    for section in (answers, auth, extra):
         for rr in section:
-            w.name(rr.rname.label)
-            at = len(w.buf)
-            w.buf += _RR.pack(rr.rtype, rr.rclass, rr.ttl & 0xFFFFFFFF, 0)
-            start = len(w.buf)
-            _rdata(w, rr.rtype, rr.rdata)
-            length = len(w.buf) - start
+            d = rr.__dict__  # dnslib keeps the fields here; its getters cost a call each
+            try:
+                rname, rtype, rclass, ttl, rd = d["_rname"], d["_rtype"], d["_rclass"], d["_ttl"], d["rdata"]
+            except KeyError:
+                raise Unsupported("record without dnslib's fields") from None
+            name(rname.label)
+            at = len(buf)
+            buf += _RR.pack(rtype, rclass, ttl & 0xFFFFFFFF, 0)
+            _rdata(w, rtype, rd)
+            length = len(buf) - at - 10
             if length > 0xFFFF:
                 raise Unsupported("rdata too long")
-            w.buf[at + 8 : at + 10] = _U16.pack(length)
-    return bytes(w.buf)
+            _U16.pack_into(buf, at + 8, length)
+            if ends is not None:
+                ends.append(len(buf))
+    return bytes(buf)

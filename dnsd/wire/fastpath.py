@@ -7,6 +7,10 @@ patching in the query's ID and the question's bytes (so the asker's letter case 
 without dnslib and without the plugin chain.  A change in the cluster (or zone file) makes the
 check fail, and the next query goes through the chain again and re-prepares the answer.
 
+Replies whose TTLs count down (cache hits) carry a ``renew`` hook as well: when their check
+fails only because the second changed, the hook gives the TTL the records had and the one
+they have now, and the stored copies are rewritten in place (``retime``) instead of dropped.
+
 Only plain queries qualify: QUERY opcode, QR clear, exactly one question with an
 uncompressed name, no answer/authority records, and at most one well-formed OPT record.
 Anything else returns no key and takes the general path (where dnslib validates it fully).
@@ -14,16 +18,23 @@ Anything else returns no key and takes the general path (where dnslib validates 
 
 from __future__ import annotations
 
+import itertools
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 # About 0.7 KiB of memory per entry: 50,000 bound the store near 36 MiB, also when a flood of
 # random names fills it (each miss is prepared once); 200,000 let such a flood add ~140 MiB.
 MAX_ENTRIES = 50_000
+# A full store gives up this share of its entries at a time (see PreparedAnswers.make_room).
+EVICT_SHARE = 8
 # Header bits that change a reply: RD and CD are echoed; the rest of the flags word must be
 # zero in a query we prepare for (QR=0, opcode QUERY, AA/TC/RA/Z/AD clear, rcode 0).
 _FLAG_ECHO = 0x0110
 _LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+_COUNTS = struct.Struct("!HHHH")
+_U32 = struct.Struct("!I")
+OPT = 41
 
 
 def query_key(data: bytes, proto: str) -> tuple[bytes, int] | None:
@@ -84,6 +95,50 @@ def query_key(data: bytes, proto: str) -> tuple[bytes, int] | None:
     return key, qend
 
 
+def _skip_name(wire: bytes, pos: int) -> int:
+    """The offset after the (possibly compressed) name at ``pos``; -1 when malformed."""
+    n = len(wire)
+    while pos < n:
+        length = wire[pos]
+        if length == 0:
+            return pos + 1
+        if length >= 0xC0:
+            return pos + 2
+        if length > 63:
+            return -1
+        pos += 1 + length
+    return -1
+
+
+def retime(wire: bytes, old: int, new: int) -> bytes | None:
+    """``wire`` with the TTL field of every record but OPT (whose "TTL" holds EDNS flags)
+    changed from ``old`` to ``new``; None when some record's TTL is not ``old`` (a plugin
+    set it apart: the full path must answer) or the message cannot be walked."""
+    n = len(wire)
+    if n < 12:
+        return None
+    qd, an, ns, ar = _COUNTS.unpack_from(wire, 4)
+    pos = 12
+    for _ in range(qd):
+        pos = _skip_name(wire, pos)
+        if pos < 0:
+            return None
+        pos += 4
+    out = bytearray(wire)
+    for _ in range(an + ns + ar):
+        pos = _skip_name(wire, pos)
+        if pos < 0 or pos + 10 > n:
+            return None
+        if (wire[pos] << 8) | wire[pos + 1] != OPT:
+            if _U32.unpack_from(wire, pos + 4)[0] != old:
+                return None
+            _U32.pack_into(out, pos + 4, new)
+        pos += 10 + ((wire[pos + 8] << 8) | wire[pos + 9])
+    if pos != n:
+        return None
+    return bytes(out)
+
+
 @dataclass(slots=True)
 class Prepared:
     wire: bytes  # the full reply as first sent
@@ -96,7 +151,12 @@ class Prepared:
     # cannot follow: then only the very same spelling is served from here.
     exact: bytes | None = None
     variants: tuple[bytes, ...] | None = None  # several record orders, served in turn
+    # Called once ``valid`` fails: (the TTL every record of the reply carries, the TTL they
+    # must carry now) when the reply only aged, after which ``valid`` holds again; None when
+    # it must be dropped.  See PreparedAnswers.renew.
+    renew: Callable[[], tuple[int, int] | None] | None = None
     turn: int = 0
+    used: bool = False  # hit since the store last made room (the engine sets it)
     hits4: int = 0  # hits not yet handed to on_hit
     hits6: int = 0
     seconds: float = 0.0
@@ -112,14 +172,63 @@ class PreparedAnswers:
 
     def store(self, key: bytes, qend: int, wire: bytes, valid: Callable[[], bool],
               on_hit: Callable[[int, int, float], None] | None = None,
-              exact: bool = False, variants: tuple[bytes, ...] | None = None) -> None:
-        if len(self.entries) >= self.limit:
-            self.clear()  # crude but bounded; the working set re-prepares quickly
+              exact: bool = False, variants: tuple[bytes, ...] | None = None,
+              renew: Callable[[], tuple[int, int] | None] | None = None) -> None:
+        if self.limit <= 0:
+            return  # prepared answers are switched off (DNSD_PREPARED=0, for measurements)
         old = self.entries.get(key)
         if old is not None:
             self.flush(old)
+        elif len(self.entries) >= self.limit:
+            self.make_room()
         self.entries[key] = Prepared(wire, qend, valid, on_hit, wire[12:qend] if exact else None,
-                                     variants)
+                                     variants, renew)
+
+    @staticmethod
+    def renew(entry: Prepared) -> bool:
+        """Bring an entry whose ``valid`` failed up to date through its ``renew`` hook: the
+        records' TTLs are rewritten in the reply and in every variant.  False when the entry
+        has no hook, the hook refuses, or a copy's TTLs are not what the hook says."""
+        if entry.renew is None:
+            return False
+        ttls = entry.renew()
+        if ttls is None:
+            return False
+        old, new = ttls
+        wire = retime(entry.wire, old, new)
+        if wire is None:
+            return False
+        if entry.variants is not None:
+            variants = []
+            for variant in entry.variants:
+                changed = retime(variant, old, new)
+                if changed is None:
+                    return False
+                variants.append(changed)
+            entry.variants = tuple(variants)
+        entry.wire = wire
+        return True
+
+    def make_room(self) -> None:
+        """Evict an eighth of the store: the oldest entries not hit since room was last made
+        (a clock: the others lose their mark and move to the young end), and when nearly all
+        were hit, the oldest.  (Clearing the whole store instead made every name of a large
+        working set, say 50,000 names of a big cluster at ~300 us each, take the full path
+        again at once.)"""
+        entries = self.entries
+        want = len(entries) - self.limit + max(1, self.limit // EVICT_SHARE)
+        for key, entry in list(entries.items()):
+            if want <= 0:
+                return
+            del entries[key]
+            if entry.used:
+                entry.used = False
+                entries[key] = entry
+            else:
+                self.flush(entry)
+                want -= 1
+        for key in list(itertools.islice(entries, max(0, want))):
+            self.flush(entries.pop(key))
 
     def drop(self, key: bytes) -> None:
         entry = self.entries.pop(key, None)

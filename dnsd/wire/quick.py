@@ -12,7 +12,7 @@ import re
 import struct
 from functools import lru_cache
 
-from dnslib import AAAA, RR, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, EDNSOption
+from dnslib import AAAA, PTR, RR, SRV, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, EDNSOption
 
 _HHH = struct.Struct("!HH")
 _ROOT = DNSLabel(())
@@ -93,6 +93,21 @@ def a(ip: str) -> A:
 @lru_cache(maxsize=65536)
 def aaaa(ip: str) -> AAAA:
     return AAAA(ip)
+
+
+@lru_cache(maxsize=65536)
+def ptr(target: str) -> PTR:
+    """Shared PTR rdata for a target name."""
+    rd = PTR.__new__(PTR)
+    rd.__dict__["_label"] = label(target)
+    return rd
+
+
+def srv(priority: int, weight: int, port: int, target: str) -> SRV:
+    """SRV rdata for dnsd's own values (the target's label is cached)."""
+    rd = SRV.__new__(SRV)
+    rd.__dict__.update(_priority=priority, _weight=weight, _port=port, _target=label(target))
+    return rd
 
 
 def rr(rname: str | DNSLabel, rtype: int = 1, rclass: int = 1, ttl: int = 0, rdata: object = None) -> RR:

@@ -139,14 +139,16 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / CLK_TCK
 
 
-def rss_bytes(pids: Iterable[int]) -> int:
-    """Sum of VmRSS (shared pages of forked workers are counted in each)."""
+def rss_bytes(pids: Iterable[int], field: str = "VmRSS") -> int:
+    """Sum of VmRSS (shared pages of forked workers are counted in each); ``field="VmHWM"``
+    for the peak."""
     total = 0
+    prefix = field + ":"
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(prefix):
                         total += int(line.split()[1]) * 1024
                         break
         except OSError:
@@ -160,6 +162,11 @@ def tree_cpu(pid: int) -> float:
 
 def tree_rss(pid: int) -> int:
     return rss_bytes(descendants(pid))
+
+
+def tree_hwm(pid: int) -> int:
+    """Peak RSS (VmHWM) summed over the process tree."""
+    return rss_bytes(descendants(pid), "VmHWM")
 
 
 # ----- probes -------------------------------------------------------------------------------

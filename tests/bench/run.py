@@ -2,6 +2,7 @@
 
     python tests/bench/run.py --quick     # small cluster, 5 s runs: checks the suite (~2 min)
     python tests/bench/run.py --full      # small + large clusters, 10 s runs, everything
+    python tests/bench/run.py --sizes small,large --memory-only   # start-up and memory (~25 s)
 
 dnsd is pinned to core 0, dnsperf (and this process, which hosts the API emulator and the
 watch-latency poller) to core 1; everything listens on 127.0.0.1 only.  The same generated
@@ -63,6 +64,7 @@ class Settings:
     category_seconds: float = 3.0
     external_names: int = 1000
     ready_timeout: float = 600.0
+    memory_only: bool = False
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
@@ -83,6 +85,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
         s.watch_changes = args.watch_changes
     if args.workers is not None:
         s.workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    s.memory_only = bool(args.memory_only)
     return s
 
 
@@ -148,6 +151,7 @@ class DnsdExtras:
     ready_s: float = math.nan
     first_answer_s: float = math.nan
     rss_ready_mib: float = math.nan
+    rss_peak_mib: float = math.nan  # VmHWM 1 s after ready (the initial list's peak)
     rss_empty_mib: float = math.nan
     rss_services_only_mib: float = math.nan
     bytes_per_service: float = math.nan
@@ -433,21 +437,8 @@ class Bench:
             "endpoints into the emulator (in-process)")
         dev, ex.emulator_load_s = self.emulator(cluster)
         try:
-            log(f"[{name}] starting dnsd")
-            d = self.start_dnsd(dev.url, name)
-            ex.ready_s, ex.first_answer_s = d.ready_s, d.first_answer_s
+            d = self.start_and_measure(dev, name, ex)
             run.start_s = d.first_answer_s
-            window = self.timer.window()
-            if window is not None:
-                ex.to_first_list_s = window[0] - d.started
-                ex.list_served_s = window[1] - window[0]
-                ex.list_end_to_ready_s = d.started + d.ready_s - window[1]
-            else:
-                ex.notes.append("list timing hook unavailable")
-            time.sleep(1.0)
-            ex.rss_ready_mib = d.rss() / MiB
-            log(f"[{name}] ready in {d.ready_s:.2f}s, answering at {d.first_answer_s:.2f}s, "
-                f"RSS {ex.rss_ready_mib:.1f} MiB")
 
             log(f"[{name}] first answers: {files.unique_count:,} distinct names, each asked once")
             r = self.dnsperf(d.cfg.dns_port, files.unique, seconds=max(self.s.seconds, 30),
@@ -571,6 +562,41 @@ class Bench:
             self.stop_dnsd(d)
         return row
 
+    def start_and_measure(self, dev: Any, name: str, ex: DnsdExtras) -> Dnsd:
+        """Start dnsd on `dev`; record its start-up timings and its RSS 1 s after ready."""
+        log(f"[{name}] starting dnsd")
+        d = self.start_dnsd(dev.url, name)
+        ex.ready_s, ex.first_answer_s = d.ready_s, d.first_answer_s
+        window = self.timer.window()
+        if window is not None:
+            ex.to_first_list_s = window[0] - d.started
+            ex.list_served_s = window[1] - window[0]
+            ex.list_end_to_ready_s = d.started + d.ready_s - window[1]
+        else:
+            ex.notes.append("list timing hook unavailable")
+        time.sleep(1.0)
+        ex.rss_ready_mib = d.rss() / MiB
+        ex.rss_peak_mib = srv.tree_hwm(d.pid) / MiB
+        log(f"[{name}] ready in {d.ready_s:.2f}s, answering at {d.first_answer_s:.2f}s, "
+            f"RSS {ex.rss_ready_mib:.1f} MiB (peak {ex.rss_peak_mib:.1f} MiB)")
+        return d
+
+    def memory_suite(self, cluster: model.Cluster) -> None:
+        """--memory-only: start-up timings, RSS at ready and the per-object memory figures,
+        with dnsd started exactly as in the full suite (no dnsperf, no unbound comparison)."""
+        name = cluster.spec.name
+        ex = DnsdExtras(name, len(cluster.services), cluster.endpoint_count)
+        self.extras.append(ex)
+        log(f"[{name}] loading {len(cluster.services):,} services / {cluster.endpoint_count:,} "
+            "endpoints into the emulator (in-process)")
+        dev, ex.emulator_load_s = self.emulator(cluster)
+        try:
+            d = self.start_and_measure(dev, name, ex)
+            self.stop_dnsd(d)
+        finally:
+            self.drop_emulator(dev)
+        self.memory_baselines(cluster, ex)
+
     def memory_baselines(self, cluster: model.Cluster, ex: DnsdExtras) -> None:
         """dnsd's RSS 1 s after ready on an empty cluster and on the services alone."""
         for label, source, services_only in (("empty", None, False),
@@ -632,6 +658,9 @@ class Bench:
         self.start_upstream()
         for i, size in enumerate(self.s.sizes):
             cluster = model.generate(model.SPECS[size])
+            if self.s.memory_only:
+                self.memory_suite(cluster)
+                continue
             files = self.files(cluster)
             expected = model.expected_answers(cluster)
             self.dnsd_suite(cluster, files, expected, last=i == len(self.s.sizes) - 1)
@@ -832,6 +861,35 @@ def report(bench: Bench, settings: Settings) -> str:
     return "\n".join(lines)
 
 
+def memory_report(bench: Bench) -> str:
+    """The --memory-only report: the start-up and memory rows of the dnsd-only table."""
+    headers = ["measurement"] + [e.cluster for e in bench.extras]
+
+    def row(label: str, fn: Callable[[DnsdExtras], str]) -> list[str]:
+        return [label] + [fn(e) for e in bench.extras]
+
+    rows = [
+        row("services / endpoint addresses", lambda e: f"{e.services:,} / {e.endpoints:,}"),
+        row("start -> first list request (s)", lambda e: _fmt(e.to_first_list_s, 2)),
+        row("list requests served (s)", lambda e: _fmt(e.list_served_s, 2)),
+        row("list returned -> /ready 200 (s)", lambda e: _fmt(e.list_end_to_ready_s, 2)),
+        row("start -> /ready 200 (s)", lambda e: _fmt(e.ready_s, 2)),
+        row("RSS at ready (MiB)", lambda e: _fmt(e.rss_ready_mib, 1)),
+        row("peak RSS up to then (VmHWM, MiB)", lambda e: _fmt(e.rss_peak_mib, 1)),
+        row("RSS empty cluster / services only (MiB)",
+            lambda e: f"{_fmt(e.rss_empty_mib, 1)} / {_fmt(e.rss_services_only_mib, 1)}"),
+        row("bytes per Service", lambda e: _fmt(e.bytes_per_service)),
+        row("bytes per endpoint address", lambda e: _fmt(e.bytes_per_endpoint)),
+    ]
+    lines = ["## Environment", "", *(f"- {k}: {v}" for k, v in bench.env.items()),
+             f"- load average at end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
+             "", "## dnsd start-up and memory", "",
+             table(headers, rows, numeric_from=len(headers)), ""]
+    for e in bench.extras:
+        lines.extend(f"- {e.cluster}: {n}" for n in e.notes)
+    return "\n".join(lines)
+
+
 # ----- main ---------------------------------------------------------------------------------
 
 
@@ -850,9 +908,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", help="comma-separated -workers values to try ('' to skip)")
     p.add_argument("--json", type=Path, help="also write every number here")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only start-up timings and memory (RSS at ready, bytes per Service and "
+                        "per endpoint address); no dnsperf runs, no unbound comparison")
     args = p.parse_args(argv)
 
-    missing = [t for t in ("dnsperf", "unbound", "unbound-checkconf", "taskset") if not shutil.which(t)]
+    needed = ("unbound", "taskset") if args.memory_only else ("dnsperf", "unbound", "unbound-checkconf", "taskset")
+    missing = [t for t in needed if not shutil.which(t)]
     if missing:
         print(f"missing tools: {', '.join(missing)} (apt-get install dnsperf unbound util-linux)",
               file=sys.stderr)
@@ -888,7 +950,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.close()
         log(f"total {time.monotonic() - started:.0f}s")
-        if bench.runs:
+        if settings.memory_only and bench.extras:
+            text = memory_report(bench)
+            print(text)
+            if args.json:
+                args.json.write_text(json.dumps({
+                    "environment": bench.env, "settings": asdict(settings),
+                    "dnsd": [asdict(e) for e in bench.extras],
+                }, indent=2, default=str))
+        elif bench.runs:
             text = report(bench, settings)
             print(text)
             if args.json:

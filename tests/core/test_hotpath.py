@@ -220,3 +220,60 @@ def test_quick_query_parse_leaves_escaped_labels_to_dnslib() -> None:
     data = dns.message.make_query(dns.name.Name([b"a b", b"example", b""]), "A").to_wire()
     key = query_key(data, "udp")
     assert key is not None and parse_query(data, key[1]) is None
+
+
+def test_retime_rewrites_every_ttl_but_the_opt_records() -> None:
+    from dnsd.wire.fastpath import retime
+
+    msg = DNSRecord.question("Web.example.org", "A").reply()
+    msg.add_answer(RR("Web.example.org", QTYPE.CNAME, ttl=7, rdata=CNAME("web2.example.org")))
+    for i in range(3):
+        msg.add_answer(RR("web2.example.org", QTYPE.A, ttl=7, rdata=A(f"192.0.2.{i}")))
+    msg.add_auth(RR("example.org", QTYPE.NS, ttl=7, rdata=NS("ns.example.org")))
+    msg.add_ar(RR("ns.example.org", QTYPE.AAAA, ttl=7, rdata=AAAA("2001:db8::7")))
+    msg.add_ar(EDNS0(udp_len=1232, flags="do", opts=[EDNSOption(10, b"12345678")]))
+    wire = pack(msg)
+    renewed = retime(wire, 7, 6)
+    assert renewed is not None and len(renewed) == len(wire)
+    before, after = dns.message.from_wire(wire), dns.message.from_wire(renewed)
+    assert [rrset.ttl for rrset in after.answer + after.authority + after.additional] == [6] * 4
+    assert after.ednsflags == before.ednsflags and after.ednsflags & dns.flags.DO
+    assert after.payload == 1232 and after.options == before.options
+    assert [str(r) for r in after.answer] == [str(r).replace(" 7 IN ", " 6 IN ") for r in before.answer]
+    assert retime(wire, 8, 6) is None  # the TTLs are not what the caller expects: refuse
+    mixed = DNSRecord.question("a.example.org", "A").reply()
+    mixed.add_answer(RR("a.example.org", QTYPE.A, ttl=7, rdata=A("192.0.2.1")))
+    mixed.add_answer(RR("a.example.org", QTYPE.A, ttl=9, rdata=A("192.0.2.2")))
+    assert retime(pack(mixed), 7, 6) is None
+    assert retime(wire[:-3], 7, 6) is None  # cut short
+    assert retime(wire + b"\x00", 7, 6) is None  # trailing bytes
+
+
+def test_a_full_store_evicts_an_eighth_sparing_entries_hit_since() -> None:
+    from dnsd.wire.fastpath import PreparedAnswers
+
+    counted: list[int] = []
+    store = PreparedAnswers(limit=16)
+    for i in range(16):
+        store.store(b"k%d" % i, 12, b"w", lambda: True,
+                    on_hit=lambda h4, h6, s: counted.append(h4 + h6))
+    for i in (0, 1, 5):  # hit (as Engine.fast marks them), one with a pending metric count
+        store.entries[b"k%d" % i].used = True
+    store.entries[b"k2"].hits4 = 3
+    store.store(b"new", 12, b"w", lambda: True)
+    # An eighth (2) went: the oldest not hit since (k2, k3); k2's pending hits were handed on.
+    assert set(store.entries) == {b"k%d" % i for i in range(16) if i not in (2, 3)} | {b"new"}
+    assert counted == [3]
+    # The hit ones passed on the way lost their mark and moved to the young end; the sweep
+    # stopped there (k5 keeps its mark).
+    assert list(store.entries)[-3:] == [b"k0", b"k1", b"new"]
+    assert not store.entries[b"k0"].used and store.entries[b"k5"].used
+    store.store(b"k0", 12, b"w2", lambda: True)  # replacing an entry makes no room
+    assert len(store.entries) == 15 and store.entries[b"k0"].wire == b"w2"
+    for entry in store.entries.values():
+        entry.used = True
+    store.store(b"k99", 12, b"w", lambda: True)  # 16: full
+    store.store(b"k98", 12, b"w", lambda: True)
+    # Only k99 was not hit: it goes, then the oldest of the others (every mark now cleared).
+    assert len(store.entries) == 15 and b"k99" not in store.entries and b"k4" not in store.entries
+    assert not any(entry.used for entry in store.entries.values())

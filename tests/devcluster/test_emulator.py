@@ -216,6 +216,34 @@ def test_pagination(cluster: DevCluster, v1: client.CoreV1Api) -> None:
     assert info.value.status == 410
 
 
+def test_continue_tokens_are_reusable_until_evicted(cluster: DevCluster, v1: client.CoreV1Api) -> None:
+    from dnsd.devcluster import store
+
+    for i in range(7):
+        v1.create_namespaced_service("default", svc_body(f"s{i}"))
+    first = v1.list_namespaced_service("default", limit=3)
+    token = first.metadata._continue
+    again = v1.list_namespaced_service("default", limit=3, _continue=token)
+    retry = v1.list_namespaced_service("default", limit=3, _continue=token)  # a retried page
+    assert names(again.items) == names(retry.items) == ["s3", "s4", "s5"]
+    assert again.metadata.remaining_item_count == 1
+    last = v1.list_namespaced_service("default", limit=3, _continue=again.metadata._continue)
+    assert names(last.items) == ["s6"] and not last.metadata._continue
+    assert last.metadata.remaining_item_count is None
+    # A different page size on the way is fine; no limit at all gives the rest at once.
+    rest = v1.list_namespaced_service("default", _continue=token)
+    assert names(rest.items) == ["s3", "s4", "s5", "s6"] and not rest.metadata._continue
+    with pytest.raises(ApiException) as info:
+        v1.list_namespaced_service("default", limit=3, _continue="bm90IGpzb24=")
+    assert info.value.status == 400
+    # Only the last _SNAPSHOTS paginated lists are kept: older tokens expire.
+    for _ in range(store._SNAPSHOTS):
+        v1.list_namespaced_service("default", limit=1)
+    with pytest.raises(ApiException) as info:
+        v1.list_namespaced_service("default", limit=3, _continue=token)
+    assert info.value.status == 410
+
+
 # ----- writes -------------------------------------------------------------------------------------
 
 

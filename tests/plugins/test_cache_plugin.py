@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 
 import dns.flags
+import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
-from upstream import Upstream, addresses, aquery, serve_corefile
+from upstream import Running, Upstream, addresses, aquery, serve_corefile
 
 from dnsd import metrics
 from dnsd.chain import SetupContext
@@ -280,3 +282,213 @@ def test_cache_and_forward_in_front_of_a_dnsd_file_upstream(dnsd) -> None:
     dig("nope.example.org", "A", port=front.port)
     log = origin.output()
     assert log.count("www.example.org.") == 1 and log.count("nope.example.org.") == 1
+
+
+# --- the hot path: cache hits stay prepared for the entry's whole life -----------------------
+
+async def _raw(port: int, wire: bytes) -> bytes:
+    """One UDP exchange of raw bytes with 127.0.0.1:port."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect(("127.0.0.1", port))
+        await loop.sock_sendall(sock, wire)
+        return await asyncio.wait_for(loop.sock_recv(sock, 65535), 5)
+
+
+def _query(name: str, rdtype: str = "A", general: bool = False, **kw: object) -> bytes:
+    """A query's wire form; ``general``: with the header's Z bit set, which keeps a query off
+    the hot path (its key parser refuses it) without changing the reply."""
+    wire = bytearray(dns.message.make_query(name, rdtype, **kw).to_wire())  # type: ignore[arg-type]
+    if general:
+        wire[3] |= 0x40
+    return bytes(wire)
+
+
+def _ttls(reply: bytes) -> list[int]:
+    msg = dns.message.from_wire(reply)
+    return [rrset.ttl for section in (msg.answer, msg.authority, msg.additional) for rrset in section]
+
+
+class _Probe:
+    """Asks one name on the hot path and on the general path, and tells which answered."""
+
+    def __init__(self, srv: Running, name: str, rdtype: str = "A", **kw: object) -> None:
+        self.srv, self.name, self.rdtype, self.kw = srv, name, rdtype, kw
+        self.engine = next(iter(srv.server.runtime.engines.values()))
+
+    async def hot(self) -> tuple[bytes, bool]:
+        """(reply, whether the hot path served it)."""
+        before = self.engine.prepared.hits
+        reply = await _raw(self.srv.port, _query(self.name, self.rdtype, **self.kw))
+        return reply, self.engine.prepared.hits == before + 1
+
+    async def general(self) -> bytes:
+        before = self.engine.prepared.hits
+        reply = await _raw(self.srv.port, _query(self.name, self.rdtype, general=True, **self.kw))
+        assert self.engine.prepared.hits == before
+        return reply
+
+
+async def _until(t: float) -> None:
+    await asyncio.sleep(max(0.0, t - time.monotonic()))
+
+
+def _entry(srv: Running, name: str, qtype: int = QTYPE.A, do: bool = False) -> Item:
+    return srv.plugin("cache").pcache[(name, qtype, do, False)]
+
+
+@pytest.mark.parametrize("dnssec", [False, True])
+async def test_hot_path_cache_hits_are_renewed_each_second_byte_identical(
+        up: Upstream, dnssec: bool) -> None:
+    """A prepared cache hit stays on the hot path while its TTL counts down, and every second
+    it is byte for byte (ID aside) what the general path sends at that moment; the OPT record
+    (DO in its TTL field) is left alone.  When the entry expires it is dropped."""
+    kw = {"want_dnssec": True} if dnssec else {}
+    async with serve_corefile(conf(up, "cache 4")) as srv:
+        labels = {"server": f"dns://:{srv.port}", "zones": ".", "view": ""}
+        probe = _Probe(srv, "WWW.example.org", **kw)
+        first, _ = await probe.hot()  # the miss
+        stored = _entry(srv, "www.example.org.", do=dnssec).stored
+        assert _ttls(first)[0] == 4
+        seen = []
+        for second in range(4):
+            await _until(stored + second + 0.5)
+            hot1, was_hot1 = await probe.hot()
+            general = await probe.general()
+            hot2, was_hot2 = await probe.hot()
+            seen.append((was_hot1, was_hot2))
+            assert _ttls(hot2)[0] == _ttls(general)[0] == 4 - second
+            if second == 0:
+                continue  # the miss's own reply (its header comes from forward): one second
+            assert hot2[2:] == general[2:]
+            assert hot1[2:] == general[2:]
+            if dnssec:
+                assert dns.message.from_wire(hot2).ednsflags & dns.flags.DO
+        # Second 1 re-prepares the reply from the entry; later seconds only renew it.
+        assert seen == [(True, True), (False, True), (True, True), (True, True)]
+        assert up.count() == 1
+        await _until(stored + 4.3)
+        expired, was_hot = await probe.hot()  # expired: dropped, fetched again
+        assert not was_hot and up.count() == 2 and _ttls(expired)[0] == 4
+        again, was_hot = await probe.hot()
+        assert was_hot and again[2:] == expired[2:]
+        queries = 1 + 4 * 3 + 2
+        assert sample("coredns_cache_requests_total", labels) == queries
+        assert sample("coredns_cache_misses_total", labels) == 2
+        assert sample("coredns_cache_hits_total", {**labels, "type": "success"}) == queries - 2
+        assert sample("coredns_cache_entries", {**labels, "type": "success"}) == 1
+
+
+async def test_hot_path_denials_are_renewed_too(up: Upstream) -> None:
+    async with serve_corefile(conf(up, "cache 3")) as srv:
+        labels = {"server": f"dns://:{srv.port}", "zones": ".", "view": ""}
+        probe = _Probe(srv, "nope.example.org")
+        await probe.hot()
+        stored = srv.plugin("cache").ncache[("nope.example.org.", QTYPE.A, False, False)].stored
+        for second in (1, 2):
+            await _until(stored + second + 0.5)
+            await probe.hot()
+            general = await probe.general()
+            hot, was_hot = await probe.hot()
+            assert was_hot and hot[2:] == general[2:]
+            assert dns.message.from_wire(hot).rcode() == dns.rcode.NXDOMAIN
+            assert _ttls(hot) == [3 - second]
+        assert up.count() == 1
+        assert sample("coredns_cache_hits_total", {**labels, "type": "denial"}) == 6
+        assert sample("coredns_cache_requests_total", labels) == 7
+
+
+async def test_hot_path_renews_every_loadbalanced_order(up: Upstream) -> None:
+    corefile = f".:{{PORT}} {{\n loadbalance\n cache 3\n forward . {up.addr}\n}}\n"
+    async with serve_corefile(corefile) as srv:
+        probe = _Probe(srv, "multi.example.org")
+        await probe.hot()
+        stored = _entry(srv, "multi.example.org.").stored
+        for second in (1, 2):
+            await _until(stored + second + 0.5)
+            await probe.hot()  # second 1: prepared from the entry; second 2: renewed
+            general = dns.message.from_wire(await probe.general())
+            orders = set()
+            for _ in range(16):
+                hot, was_hot = await probe.hot()
+                assert was_hot
+                msg = dns.message.from_wire(hot)
+                assert msg.answer[0].ttl == general.answer[0].ttl == 3 - second
+                assert sorted(map(str, msg.answer[0])) == sorted(map(str, general.answer[0]))
+                assert msg.flags == general.flags
+                orders.add(tuple(str(rd) for rd in msg.answer[0]))
+            assert len(orders) > 1
+        assert up.count() == 1
+
+
+async def test_hot_path_drops_an_evicted_entry(up: Upstream) -> None:
+    async with serve_corefile(conf(up, "cache 30", "  success 1")) as srv:
+        probe = _Probe(srv, "www.example.org")
+        await probe.hot()
+        stored = _entry(srv, "www.example.org.").stored
+        await _until(stored + 1.5)
+        await probe.hot()  # prepared from the entry
+        _, was_hot = await probe.hot()
+        assert was_hot
+        await aquery(srv.port, "www.other.test")  # capacity 1: evicts www.example.org
+        await _until(stored + 2.2)  # the next second: renewing must notice the eviction
+        reply, was_hot = await probe.hot()
+        assert not was_hot and up.count("www.example.org.") == 2
+        assert _ttls(reply) == [30]
+
+
+async def test_hot_path_hands_expired_entries_to_serve_stale(up: Upstream) -> None:
+    """serve_stale: once the entry expires, the hot path lets the general path serve it stale
+    (TTL 0, refreshed in the background), as before."""
+    block = "  success 9984 3600 0\n  serve_stale 1h"
+    async with serve_corefile(conf(up, "cache", block)) as srv:
+        labels = {"server": f"dns://:{srv.port}", "zones": ".", "view": ""}
+        probe = _Probe(srv, "short.example.org")  # TTL 3
+        await probe.hot()
+        stored = _entry(srv, "short.example.org.").stored
+        await _until(stored + 1.5)
+        await probe.hot()
+        hot, was_hot = await probe.hot()
+        assert was_hot and _ttls(hot) == [2]
+        await _until(stored + 2.5)
+        hot, was_hot = await probe.hot()
+        assert was_hot and _ttls(hot) == [1]
+        up.mode = "dead"
+        await _until(stored + 3.3)
+        stale, was_hot = await probe.hot()
+        assert not was_hot and _ttls(stale) == [0]
+        assert sample("coredns_cache_served_stale_total", labels) == 1
+        await asyncio.sleep(0.1)
+        assert up.count("short.example.org.") == 2  # the background refresh was tried
+
+
+@pytest.mark.parametrize("name,rdtype,shared", [
+    ("www.example.org", "A", False),  # only the answer's owner: any spelling is patched in
+    ("nope.example.org", "A", True),  # the SOA owner (example.org.) ends like the question
+    ("alias.example.org", "A", True),  # a CNAME chain within example.org.
+    ("mx.example.org", "MX", True),  # exchanges named under example.org.
+])
+async def test_hot_path_serves_other_spellings_as_the_general_path_does(
+        up: Upstream, name: str, rdtype: str, shared: bool) -> None:
+    """The hot path answers another spelling by patching the question bytes, so names
+    compressed against the question follow the asker's spelling; a cache hit keeps the stored
+    spelling of every name but the answer's owners.  Replies holding such names are repeated
+    only for the very same spelling."""
+    async with serve_corefile(conf(up, "cache 30")) as srv:
+        first = _Probe(srv, name, rdtype)
+        await first.hot()
+        stored = srv.plugin("cache")._get((name + ".", getattr(QTYPE, rdtype), False, False),
+                                          time.monotonic()).stored
+        await _until(stored + 1.2)
+        await first.hot()  # prepared from the entry, for this spelling
+        _, was_hot = await first.hot()
+        assert was_hot
+        other = _Probe(srv, name.upper().replace("EXAMPLE", "Example"), rdtype)
+        hot, was_hot = await other.hot()
+        general = await other.general()
+        assert was_hot is not shared
+        assert hot[2:] == general[2:]
+        again, was_hot = await other.hot()  # now prepared for this spelling
+        assert was_hot and again[2:] == general[2:]
+    assert up.count() == 1

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import dns.message
@@ -90,13 +90,13 @@ def index_state(ix: Index) -> dict[str, Any]:
     """Everything answers are made of, without resourceVersions."""
     return {
         "namespaces": set(ix.namespaces),
-        "services": {k: replace(v, rv="") for k, v in ix.services.items()},
-        "slices": {k: {n: replace(s, rv="") for n, s in group.items()} for k, group in ix.slices.items()},
+        "services": dict(ix.services),
+        "slices": {k: dict(group) for k, group in ix.slices.items()},
         "slice_owner": dict(ix.slice_owner),
-        "views": {k: (replace(v.svc, rv=""), v.addresses, v.endpoint_ips, v.ptr_only)
+        "views": {k: (v.svc, v.addresses, v.endpoint_ips, v.ptr_only)
                   for k, v in ix.views.items()},
         "cluster_ip_owners": {ip: sorted(keys) for ip, keys in ix.cluster_ip_owners.items()},
-        "endpoint_owners": {ip: dict(o) for ip, o in ix.endpoint_owners.items()},
+        "endpoint_owners": {ip: sorted(o) for ip, o in ix.endpoint_owners.items()},
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dnslib import CNAME, NS, PTR, QTYPE, SRV, TXT
+from dnslib import CNAME, NS, QTYPE, TXT
 
 from dnsd.plugins.kubernetes.index import Address, Index, ServiceView
 from dnsd.plugins.kubernetes.names import (
@@ -28,6 +28,7 @@ from dnsd.plugins.kubernetes.names import (
 # answers are built on the query path.
 from dnsd.wire.quick import a as A
 from dnsd.wire.quick import aaaa as AAAA
+from dnsd.wire.quick import ptr, srv
 from dnsd.wire.quick import rr as RR
 
 NOERROR, NXDOMAIN, REFUSED = 0, 3, 5
@@ -60,6 +61,8 @@ class Result:
     soa_answer: bool = False  # the SOA is the answer (apex SOA query)
     chase: str = ""  # ExternalName target outside the zone to resolve through the server
     chase_cname: RR | None = None
+    # What the answer read from the index (see Index.unchanged); None = anything.
+    deps: tuple[tuple[str, ...], ...] | None = None
 
     @property
     def name_error(self) -> bool:
@@ -98,8 +101,35 @@ def answer(ix: Index, opt: Options, qname: str, qtype: int, zone: str) -> Result
     if labels and qtype == QTYPE.PTR:
         ip = reverse_to_ip(lower)
         if ip is not None:
-            return _ptr(ix, opt, qname, ip)
+            res = _ptr(ix, opt, qname, ip)
+            if not opt.namespaces:  # (with a namespace filter, namespaces matter too)
+                res.deps = (("ip", ip),)
+            return res
     parsed = parse(labels, opt.net_names)
+    res = _by_name(ix, opt, qname, qtype, zone, zone_spelled, labels, parsed)
+    res.deps = _dependencies(ix, opt, parsed)
+    return res
+
+
+def _dependencies(ix: Index, opt: Options, p: Parsed) -> tuple[tuple[str, ...], ...] | None:
+    """The index keys an answer for a name of this shape depends on (None: anything)."""
+    shape = p.shape
+    # (Whether a namespace exists matters to most names; a namespace change invalidates
+    # every prepared answer at once, see Index._new_epoch.)
+    if shape in (Shape.INVALID, Shape.NAMESPACE, Shape.POD_NAMESPACE):
+        return ()
+    if shape is Shape.POD:
+        return () if opt.pods != "verified" else None
+    if shape in (Shape.SERVICE, Shape.ENDPOINT, Shape.PORT):
+        view = ix.views.get((p.namespace, p.service))
+        if view is not None and view.svc.kind == "ExternalName":
+            return None  # the answer may follow the CNAME into other services
+        return (("svc", p.namespace, p.service),)
+    return None  # the apex, ns.dns, _net names: read more of the index
+
+
+def _by_name(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_spelled: str,
+             labels: list[str], parsed: Parsed) -> Result:
     if parsed.shape is Shape.APEX:
         return _apex(ix, opt, qname, qtype, zone_spelled)
     if parsed.namespace and is_reverse_zone(zone):
@@ -283,7 +313,7 @@ def _srv(opt: Options, qname: str, entries: list[Entry], zone_spelled: str) -> R
         target = f"{e.target}.{zone_spelled}"
         if (e.target, e.port) not in seen_srv:
             seen_srv.add((e.target, e.port))
-            res.answer.append(RR(qname, QTYPE.SRV, ttl=opt.ttl, rdata=SRV(0, weight, e.port, target)))
+            res.answer.append(RR(qname, QTYPE.SRV, ttl=opt.ttl, rdata=srv(0, weight, e.port, target)))
         if (e.target, e.ip) not in seen_glue:
             seen_glue.add((e.target, e.ip))
             res.additional.append(_address_rr(target, e.ip, opt.ttl))
@@ -361,12 +391,12 @@ def _ptr(ix: Index, opt: Options, qname: str, ip: str) -> Result:
     for ns, name in ix.cluster_ip_owners.get(ip, ()):
         if opt.namespaces and not _exposed(ix, opt, ns):
             continue
-        return Result(answer=[RR(qname, QTYPE.PTR, ttl=opt.ttl, rdata=PTR(f"{name}.{ns}.svc.{zone}"))])
+        return Result(answer=[RR(qname, QTYPE.PTR, ttl=opt.ttl, rdata=ptr(f"{name}.{ns}.svc.{zone}"))])
     rrs = []
     for (label, svc, ns) in ix.endpoint_owners.get(ip, {}):
         if opt.namespaces and not _exposed(ix, opt, ns):
             continue
-        rrs.append(RR(qname, QTYPE.PTR, ttl=opt.ttl, rdata=PTR(f"{label}.{svc}.{ns}.svc.{zone}")))
+        rrs.append(RR(qname, QTYPE.PTR, ttl=opt.ttl, rdata=ptr(f"{label}.{svc}.{ns}.svc.{zone}")))
     if not rrs:
         from dnsd.plugins.kubernetes.secondary import secondary_ptr
 

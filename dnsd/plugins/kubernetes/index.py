@@ -3,19 +3,67 @@
 Every watch event lands here (on the event loop thread) and updates only what its object
 touches: one service's view, its PTR entries, one pod's address entry.  Queries then read
 dictionaries; nothing scans the stores.
+
+Memory: a large cluster has ~10 endpoint addresses per service, so what is kept per address
+counts most.  Per address there is one ``Address`` (its IP string shared with the slice, its
+label string shared by ``by_label`` and the PTR owner key), one entry in ``by_label`` and one
+in ``endpoint_owners``.  Containers that nearly always hold one element are tuples, not lists
+or dicts (``by_label`` values, the owner sets of ``endpoint_owners``/``cluster_ip_owners``,
+which turn into dicts only past a few owners), and empty ones are shared.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from dnsd.plugins.kubernetes.names import dashed_ip, ip_family
 from dnsd.plugins.kubernetes.objects import Namespace, Pod, Port, Service, Slice
 
 Key = tuple[str, str]  # (namespace, name)
+MAX_STAMPS = 100_000  # past this many changed keys, start a new epoch (drops them all)
+_FEW = 8  # an owner set is a tuple up to this many owners, a dict (keys only) past it
+
+_NO_PODS: frozenset[Key] = frozenset()
+_NO_LABELS: Mapping[str, tuple[Any, ...]] = MappingProxyType({})
+
+
+def add_owner(table: dict[str, Any], ip: str, key: Any) -> None:
+    """Record ``key`` as an owner of ``ip`` (once)."""
+    owners = table.get(ip)
+    if owners is None:
+        table[ip] = (key,)
+    elif key in owners:
+        return
+    elif type(owners) is tuple:
+        table[ip] = owners + (key,) if len(owners) < _FEW else dict.fromkeys((*owners, key))
+    else:
+        owners[key] = None
+
+
+def remove_owner(table: dict[str, Any], ip: str, key: Any) -> None:
+    """Forget ``key`` as an owner of ``ip``; the entry goes with its last owner."""
+    owners = table.get(ip)
+    if owners is None or key not in owners:
+        return
+    if type(owners) is tuple:
+        rest = tuple(k for k in owners if k != key)
+    else:
+        del owners[key]
+        rest = owners if len(owners) > _FEW // 2 else tuple(owners)
+    if rest:
+        table[ip] = rest
+    else:
+        del table[ip]
+
+
+def _lower(text: str) -> str:
+    """``text.lower()``, but ``text`` itself (not a copy) when it is lower-case already."""
+    low = text.lower()
+    return text if low == text else low
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +87,19 @@ class ServiceView:
     """A Service with its ready endpoint addresses, prepared for lookups."""
 
     svc: Service
-    addresses: list[Address] = field(default_factory=list)  # every ready address, all slices
-    by_label: dict[str, list[Address]] = field(default_factory=dict)
-    endpoint_ips: tuple[str, ...] = ()  # distinct, in order
-    pods: frozenset[Key] = frozenset()  # pods named by the service's slices (membership)
-    ptr_only: list[Address] = field(default_factory=list)  # see Address.role
+    addresses: tuple[Address, ...] = ()  # every ready address, all slices
+    by_label: Mapping[str, tuple[Address, ...]] = field(default_factory=lambda: _NO_LABELS)
+    pods: frozenset[Key] = _NO_PODS  # pods named by the service's slices (membership)
+    ptr_only: tuple[Address, ...] = ()  # see Address.role
 
     @property
     def headless(self) -> bool:
         return self.svc.kind == "headless"
+
+    @property
+    def endpoint_ips(self) -> tuple[str, ...]:
+        """The distinct endpoint addresses, in order."""
+        return tuple(dict.fromkeys(a.ip for a in self.addresses))
 
 
 # Builds a view's addresses from the service, its slices and the index (secondary networks
@@ -60,10 +112,14 @@ def primary_addresses(index: Index, svc: Service, slices: Iterable[Slice]) -> li
     out: list[Address] = []
     pod_names = index.endpoint_pod_names
     for sl in slices:
-        for ep in sl.endpoints:
+        ports, ns = sl.ports, sl.namespace
+        for ep in sl.items:
+            if type(ep) is str:  # an endpoint that is only its address
+                out.append(Address(ep, _lower(dashed_ip(ep)), ports, "", ns))
+                continue
             for ip in ep.addresses:
                 label = ep.hostname or (ep.pod if pod_names and ep.pod else "") or dashed_ip(ip)
-                out.append(Address(ip, label.lower(), ep.ports or sl.ports, ep.pod, ep.pod_namespace))
+                out.append(Address(ip, _lower(label), ep.ports or ports, ep.pod, ep.pod_namespace))
     return out
 
 
@@ -82,18 +138,50 @@ class Index:
         self.pods: dict[Key, Pod] = {}
         self.pod_ips: dict[tuple[str, str], int] = {}  # (ns, ip) -> live pods with that podIP
         self.pod_namespaces: dict[str, dict[str, int]] = {}  # podIP -> {ns: pods} (autopath)
-        self.cluster_ip_owners: dict[str, list[Key]] = {}
-        self.endpoint_owners: dict[str, dict[tuple[str, str, str], int]] = {}  # ip -> (label, svc, ns)
-        self.secondary_owners: dict[str, dict[tuple[str, str, str], int]] = {}  # same, secondary IPs
+        # ip -> owners, a tuple (or, past a few owners, a dict): iterate it, never index it.
+        self.cluster_ip_owners: dict[str, Any] = {}  # ClusterIP -> (ns, svc) keys
+        self.endpoint_owners: dict[str, Any] = {}  # endpoint IP -> (label, svc, ns) keys
+        self.secondary_owners: dict[str, Any] = {}  # same, secondary IPs
         # Called with (old, new) pod on every pod change (either may be None).
         self.pod_hooks: list[Callable[[Pod | None, Pod | None], None]] = []
         self.pod_services: dict[Key, set[Key]] = {}  # pod -> services whose endpoints name it
         self.serial = int(time.time())
         self.version = 0  # bumps on every change that can alter an answer
+        # Precise invalidation of prepared answers: the version at which each dependency key
+        # last changed (("svc", ns, name), ("ip", ip)); see ``unchanged``.
+        # Bulk replacement (the initial list, relists) and a full table start a new epoch,
+        # which invalidates everything instead of stamping every key.
+        self.stamps: dict[tuple[str, ...], int] = {}
+        self.epoch = 0
         self.listeners: list[Callable[[], None]] = []
+        self._bulk = False
 
     # --- change bookkeeping -------------------------------------------------------------------
+    def _touch(self, key: tuple[str, ...]) -> None:
+        """Mark one dependency key as changed by the change in progress."""
+        if self._bulk:
+            return
+        self.stamps[key] = self.version + 1
+
+    def _new_epoch(self) -> None:
+        """Invalidate every prepared answer at once (namespaces come and go rarely, and
+        whether one exists decides many answers: per-key stamps would not pay)."""
+        self.stamps.clear()
+        self.epoch += 1
+
+    def unchanged(self, deps: tuple[tuple[str, ...], ...], version: int, epoch: int) -> bool:
+        """Did none of ``deps`` change since ``version`` (read in epoch ``epoch``)?"""
+        if epoch != self.epoch:
+            return False
+        stamps = self.stamps
+        for key in deps:  # noqa: SIM110 (a loop is faster than all() over a generator)
+            if stamps.get(key, 0) > version:
+                return False
+        return True
+
     def _changed(self, bump_serial: bool = True) -> None:
+        if len(self.stamps) > MAX_STAMPS:
+            self._new_epoch()
         self.version += 1
         if bump_serial:
             self.serial = int(time.time())
@@ -103,8 +191,7 @@ class Index:
     # --- services -----------------------------------------------------------------------------
     def set_service(self, svc: Service) -> None:
         old = self.services.get(svc.key)
-        if old is not None and replace(old, rv="") == replace(svc, rv=""):
-            self.services[svc.key] = svc
+        if old is not None and old == svc:
             return
         self.services[svc.key] = svc
         self._rebuild(svc.key)
@@ -127,7 +214,7 @@ class Index:
         old = group.get(sl.name)
         group[sl.name] = sl
         self.slice_owner[sl.key] = owner
-        if old is not None and replace(old, rv="", trigger_time="") == replace(sl, rv="", trigger_time=""):
+        if old is not None and replace(old, trigger_time="") == replace(sl, trigger_time=""):
             return
         self._rebuild(owner)
         self._changed()
@@ -150,11 +237,13 @@ class Index:
     def set_namespace(self, ns: Namespace) -> None:
         if ns.name not in self.namespaces:
             self.namespaces.add(ns.name)
+            self._new_epoch()
             self._changed(bump_serial=False)
 
     def delete_namespace(self, key: Key) -> None:
         if key[1] in self.namespaces:
             self.namespaces.discard(key[1])
+            self._new_epoch()
             self._changed(bump_serial=False)
 
     def set_pod(self, pod: Pod) -> None:
@@ -231,6 +320,7 @@ class Index:
             raise ValueError(kind)
         listeners, self.listeners = self.listeners, []
         before = self.version
+        self._bulk = True  # no per-key stamps: the new epoch below invalidates everything
         try:
             wanted = {obj.key for obj in objects}
             for key in [k for k in current if k not in wanted]:
@@ -239,7 +329,9 @@ class Index:
                 setter(obj)
         finally:
             self.listeners = listeners
+            self._bulk = False
         if self.version != before:
+            self._new_epoch()
             self._changed(bump_serial=kind != "namespaces")
 
     # --- prepared views -----------------------------------------------------------------------
@@ -251,53 +343,59 @@ class Index:
         if svc is None:
             return
         view = ServiceView(svc)
-        if svc.kind != "ExternalName":
-            built = self.address_builder(self, svc, self.slices.get(key, {}).values())
-            view.addresses = [a for a in built if a.role != "ptr"]
-            view.ptr_only = [a for a in built if a.role == "ptr"]
-            for addr in view.addresses:
-                view.by_label.setdefault(addr.label, []).append(addr)
-            view.endpoint_ips = tuple(dict.fromkeys(a.ip for a in view.addresses))
-            view.pods = frozenset(
+        slices = self.slices.get(key)
+        if svc.kind != "ExternalName" and slices:
+            built = self.address_builder(self, svc, slices.values())
+            view.addresses = tuple(a for a in built if a.role != "ptr")
+            if len(view.addresses) != len(built):
+                view.ptr_only = tuple(a for a in built if a.role == "ptr")
+            if view.addresses:
+                view.by_label = _by_label(view.addresses)
+            pods = frozenset(
                 (ep.pod_namespace, ep.pod)
-                for sl in self.slices.get(key, {}).values() for ep in sl.endpoints if ep.pod
+                for sl in slices.values() for ep in sl.items if type(ep) is not str and ep.pod
             )
+            if pods:
+                view.pods = pods
         self.views[key] = view
         self._index_view(view)
 
     def _index_view(self, view: ServiceView) -> None:
         key = view.svc.key
+        self._touch_view(view)
         for ip in view.svc.cluster_ips:
-            self.cluster_ip_owners.setdefault(ip, []).append(key)
-        for addr in (*view.addresses, *view.ptr_only):
-            table = self.secondary_owners if addr.role == "secondary" else self.endpoint_owners
-            owners = table.setdefault(addr.ip, {})
-            k = (addr.label, key[1], key[0])
-            owners[k] = owners.get(k, 0) + 1
+            add_owner(self.cluster_ip_owners, ip, key)
+        name, ns = key[1], key[0]
+        for addresses in (view.addresses, view.ptr_only):
+            for addr in addresses:
+                table = self.secondary_owners if addr.role == "secondary" else self.endpoint_owners
+                add_owner(table, addr.ip, (addr.label, name, ns))
         for pod_key in view.pods:
             self.pod_services.setdefault(pod_key, set()).add(key)
 
+    def _touch_view(self, view: ServiceView) -> None:
+        """Stamp what a view's answers depend on: its service and each of its addresses."""
+        if self._bulk:
+            return
+        key = view.svc.key
+        touch = self._touch
+        touch(("svc", key[0], key[1]))
+        for ip in view.svc.cluster_ips:
+            touch(("ip", ip))
+        for addresses in (view.addresses, view.ptr_only):
+            for addr in addresses:
+                touch(("ip", addr.ip))
+
     def _unindex_view(self, view: ServiceView) -> None:
         key = view.svc.key
+        self._touch_view(view)
         for ip in view.svc.cluster_ips:
-            owners = self.cluster_ip_owners.get(ip)
-            if owners and key in owners:
-                owners.remove(key)
-                if not owners:
-                    del self.cluster_ip_owners[ip]
-        for addr in (*view.addresses, *view.ptr_only):
-            table = self.secondary_owners if addr.role == "secondary" else self.endpoint_owners
-            owners2 = table.get(addr.ip)
-            if owners2 is None:
-                continue
-            k = (addr.label, key[1], key[0])
-            n = owners2.get(k, 0) - 1
-            if n > 0:
-                owners2[k] = n
-            else:
-                owners2.pop(k, None)
-                if not owners2:
-                    del table[addr.ip]
+            remove_owner(self.cluster_ip_owners, ip, key)
+        name, ns = key[1], key[0]
+        for addresses in (view.addresses, view.ptr_only):
+            for addr in addresses:
+                table = self.secondary_owners if addr.role == "secondary" else self.endpoint_owners
+                remove_owner(table, addr.ip, (addr.label, name, ns))
         for pod_key in view.pods:
             services = self.pod_services.get(pod_key)
             if services is not None:
@@ -308,3 +406,25 @@ class Index:
     # --- reads used by answers -----------------------------------------------------------------
     def addresses_by_family(self, ips: Iterable[str], family: int) -> list[str]:
         return [ip for ip in ips if ip_family(ip) == family]
+
+
+def _by_label(addresses: tuple[Address, ...]) -> dict[str, tuple[Address, ...]]:
+    """label -> its addresses, in order (nearly always one: a 1-tuple)."""
+    out: dict[str, tuple[Address, ...]] = {}
+    shared: dict[str, list[Address]] | None = None
+    for addr in addresses:
+        label = addr.label
+        got = out.get(label)
+        if got is None:
+            out[label] = (addr,)
+            continue
+        if shared is None:
+            shared = {}
+        more = shared.get(label)
+        if more is None:
+            shared[label] = more = list(got)
+        more.append(addr)
+    if shared:
+        for label, more in shared.items():
+            out[label] = tuple(more)
+    return out

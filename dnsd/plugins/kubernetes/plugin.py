@@ -19,13 +19,13 @@ from typing import Any, ClassVar
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from dnsd import __version__
-from dnsd.chain import Next, SetupContext
+from dnsd.chain import DirectAnswer, Next, SetupContext
 from dnsd.chain import Plugin as Base
 from dnsd.corefile.ast import Directive
 from dnsd.plugins.kubernetes import objects
 from dnsd.plugins.kubernetes.answer import REFUSED, Options, answer
 from dnsd.plugins.kubernetes.index import Index
-from dnsd.plugins.kubernetes.reflector import RateLimiter, Reflector
+from dnsd.plugins.kubernetes.reflector import ApiCall, RateLimiter, Reflector
 from dnsd.plugins.kubernetes.setup import Config, parse_config
 from dnsd.request import Request, make_reply, soa_rr
 
@@ -136,13 +136,11 @@ class Plugin(Base):
         await self._wait_for_sync()
 
     def _make_reflectors(self, api: Any) -> None:
-        from kubernetes import client
-
-        core = client.CoreV1Api(api)
         cfg = self.cfg
         limiter = RateLimiter(cfg.qps, cfg.burst) if cfg.qps > 0 else None
         inflight = threading.BoundedSemaphore(cfg.max_inflight) if cfg.max_inflight else None
         common: dict[str, Any] = {"limiter": limiter, "inflight": inflight}
+        calls = _list_calls(api)
 
         def add(resource: str, call: Callable[..., Any], convert: Callable[[dict[str, Any]], Any],
                 **kw: Any) -> None:
@@ -150,37 +148,37 @@ class Plugin(Base):
             self.reflectors.append(Reflector(resource, call, convert, self._sink, **common, **kw))
 
         convert_service = objects.service if self.secondary is None else self.secondary.convert_service
-        add("services", core.list_service_for_all_namespaces, convert_service, label_selector=cfg.labels)
-        add("namespaces", core.list_namespace, objects.namespace, label_selector=cfg.namespace_labels)
+        add("services", calls["services"], convert_service, label_selector=cfg.labels)
+        add("namespaces", calls["namespaces"], objects.namespace, label_selector=cfg.namespace_labels)
         if not cfg.noendpoints:
-            add("endpoints", self._endpoints_api_picker(api), self._convert_endpoints,
+            add("endpoints", self._endpoints_api_picker(api, calls), self._convert_endpoints,
                 label_selector=cfg.labels, resolve_call=True)
         if cfg.pods == "verified" or self.secondary is not None:
             convert_pod = objects.pod if self.secondary is None else self.secondary.convert_pod
-            add("pods", core.list_pod_for_all_namespaces, convert_pod,
+            add("pods", calls["pods"], convert_pod,
                 label_selector=cfg.labels, field_selector=POD_FIELD_SELECTOR)
 
-    def _endpoints_api_picker(self, api: Any) -> Callable[[], Callable[..., Any]]:
+    def _endpoints_api_picker(self, api: Any, calls: dict[str, Callable[..., Any]]
+                              ) -> Callable[[], Callable[..., Any]]:
         """Discovery, run in the reflector thread: EndpointSlices if served, else Endpoints."""
-        from kubernetes import client
 
         def pick() -> Callable[..., Any]:
-            groups = client.ApisApi(api).get_api_versions()
-            for group in groups.groups or []:
-                if group.name == "discovery.k8s.io" and any(v.version == "v1" for v in group.versions):
-                    self.endpoints_api = "discovery.k8s.io/v1"
-                    return client.DiscoveryV1Api(api).list_endpoint_slice_for_all_namespaces
+            if _serves_discovery_v1(api, calls):
+                self.endpoints_api = "discovery.k8s.io/v1"
+                return calls["endpointslices"]
             self.endpoints_api = "v1/endpoints"
             log.warning("[WARNING] plugin/kubernetes: discovery.k8s.io/v1 is not served; "
                         "falling back to core/v1 Endpoints")
-            return client.CoreV1Api(api).list_endpoints_for_all_namespaces
+            return calls["endpoints"]
 
         return pick
 
     def _convert_endpoints(self, obj: dict[str, Any]) -> Any:
+        # Endpoints' pod names are read only for endpoint_pod_names and secondary networks.
+        keep_pods = self.cfg.endpoint_pod_names or self.secondary is not None
         if self.endpoints_api == "v1/endpoints":
-            return objects.endpoints_object(obj)
-        return objects.endpoint_slice(obj)
+            return objects.endpoints_object(obj, keep_pods)
+        return objects.endpoint_slice(obj, keep_pods)
 
     async def _wait_for_sync(self) -> None:
         deadline = time.monotonic() + self.cfg.startup_timeout
@@ -218,6 +216,7 @@ class Plugin(Base):
                 # endpoints).  Objects freed later are still freed by reference counting.
                 gc.collect()
                 gc.freeze()
+                release_free_memory()
             return
         etype, obj = payload
         if kind == "services":
@@ -287,25 +286,51 @@ class Plugin(Base):
                 if chased.header.tc:
                     reply.header.tc = 1
         zone_spelled = req.qname[len(req.qname) - len(zone):] if zone != "." else "."
+        # (dnslib's add_answer recounts the header per record: extend, count once)
         if res.soa_answer:
-            reply.add_answer(self.soa(zone_spelled))
-        for rr in res.answer:
-            reply.add_answer(rr)
-        for rr in res.additional:
-            reply.add_ar(rr)
+            reply.rr.append(self.soa(zone_spelled))
+        reply.rr.extend(res.answer)
+        reply.ar.extend(res.additional)
         if res.soa or (not res.answer and not res.soa_answer):
-            reply.add_auth(self.soa(zone_spelled))
+            reply.auth.append(self.soa(zone_spelled))
+        reply.set_header_qa()
         if not res.chase and self.synced():
             # The hot path may reuse this reply until the index changes.  It serves other
             # spellings of the question by patching the question bytes only, so a reply with
             # SRV targets (written uncompressed, yet spelled with the asker's zone, §1 Case) or
             # CNAME targets (compressed against the question, yet spelled as the object has
             # them) is reused only for the very same spelling.
-            ix, version = self.index, self.index.version
-            reply.valid = lambda: ix.version == version  # type: ignore[attr-defined]
+            reply.valid = self._validity(res, bool(reply.auth) or res.soa_answer)  # type: ignore[attr-defined]
             if any(rr.rtype in _SPELLING_RDATA for rr in reply.rr):
                 reply.case_sensitive = True  # type: ignore[attr-defined]
         return reply
+
+    direct_role: ClassVar[str] = "answer"
+
+    def direct_answer(self, qname: str, qname_lower: str, qtype: int) -> DirectAnswer | None:
+        """``serve``'s reply as its parts, for the engine's direct path; None whenever
+        ``serve`` would do anything more than answer from the index (fall through, chase an
+        ExternalName, refuse, answer before the first sync)."""
+        zone = self.zone_for(qname_lower)
+        if zone is None or not self.synced():
+            return None
+        res = answer(self.index, self.opts, qname, qtype, zone)
+        if res.rcode == REFUSED or res.chase:
+            return None
+        if res.name_error and self._falls_through(qname_lower):
+            return None
+        zone_spelled = qname[len(qname) - len(zone):] if zone != "." else "."
+        answers = [self.soa(zone_spelled), *res.answer] if res.soa_answer else list(res.answer)
+        auth = [self.soa(zone_spelled)] if res.soa or not answers else []
+        spelled = any(rr.rtype in _SPELLING_RDATA for rr in answers)
+        return DirectAnswer(res.rcode, answers, auth, list(res.additional),
+                            self._validity(res, bool(auth) or res.soa_answer), spelled)
+
+    def _validity(self, res: Any, has_soa: bool) -> Callable[[], bool]:
+        """How the hot path tells a reply is still what this plugin would answer: none of
+        the index keys it read changed (precise), or, when those are not known, nothing
+        changed at all; a reply carrying the SOA also needs the same serial."""
+        return Validity(self.index, res.deps, has_soa)
 
     def soa(self, zone_spelled: str) -> Any:
         ttl = self.cfg.ttl
@@ -329,6 +354,90 @@ class Plugin(Base):
         if reply is None or reply.header.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN):
             return None
         return reply
+
+
+class Validity:
+    """A prepared reply's validity check (a small object: a full store holds 50,000)."""
+
+    __slots__ = ("ix", "version", "epoch", "serial", "deps")
+
+    def __init__(self, ix: Index, deps: tuple[tuple[str, ...], ...] | None, has_soa: bool) -> None:
+        self.ix, self.version, self.epoch, self.deps = ix, ix.version, ix.epoch, deps
+        self.serial = ix.serial if has_soa else None
+
+    def __call__(self) -> bool:
+        ix = self.ix
+        if self.deps is None:
+            return ix.version == self.version
+        if self.serial is not None and ix.serial != self.serial:
+            return False
+        return ix.unchanged(self.deps, self.version, self.epoch)
+
+
+_malloc_trim: Any = None
+
+
+def release_free_memory() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc's ``malloc_trim(0)``), after a big
+    list freed its buffers: glibc keeps them otherwise, and the process's RSS with them.
+    Harmless anywhere: returns False where the C library has no ``malloc_trim`` (musl,
+    macOS) and does nothing there."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = False
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            import ctypes
+
+            trim = ctypes.CDLL(None).malloc_trim  # the C library linked into the interpreter
+            trim.argtypes = [ctypes.c_size_t]
+            trim.restype = ctypes.c_int
+            _malloc_trim = trim
+    if not _malloc_trim:
+        return False
+    _malloc_trim(0)
+    return True
+
+
+def _list_calls(api: Any) -> dict[str, Callable[..., Any]]:
+    """The list/watch calls of each collection dnsd watches.  With a client that has the
+    generator's two-step request API, plain ``ApiCall``s (see reflector.py: the generated API
+    classes cost ~22 MiB of imports); with an older one, the generated methods."""
+    if ApiCall.supported(api):
+        return {
+            "services": ApiCall(api, "/api/v1/services"),
+            "namespaces": ApiCall(api, "/api/v1/namespaces"),
+            "pods": ApiCall(api, "/api/v1/pods"),
+            "endpoints": ApiCall(api, "/api/v1/endpoints"),
+            "endpointslices": ApiCall(api, "/apis/discovery.k8s.io/v1/endpointslices"),
+            "apis": ApiCall(api, "/apis"),
+        }
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+
+    def apis(**_: Any) -> Any:
+        return client.ApisApi(api).get_api_versions().to_dict()
+
+    return {
+        "services": core.list_service_for_all_namespaces,
+        "namespaces": core.list_namespace,
+        "pods": core.list_pod_for_all_namespaces,
+        "endpoints": core.list_endpoints_for_all_namespaces,
+        "endpointslices": client.DiscoveryV1Api(api).list_endpoint_slice_for_all_namespaces,
+        "apis": apis,
+    }
+
+
+def _serves_discovery_v1(api: Any, calls: dict[str, Callable[..., Any]]) -> bool:
+    """Does the API server serve discovery.k8s.io/v1 (GET /apis)?"""
+    doc = calls["apis"](_preload_content=True, _request_timeout=(10, 60))
+    groups = doc.get("groups") if isinstance(doc, dict) else None
+    for group in groups or []:
+        if not isinstance(group, dict) or group.get("name") != "discovery.k8s.io":
+            continue
+        if any(isinstance(v, dict) and v.get("version") == "v1" for v in group.get("versions") or []):
+            return True
+    return False
 
 
 def _observe_programming(sl: objects.Slice, ix: Index) -> None:

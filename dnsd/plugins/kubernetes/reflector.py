@@ -6,6 +6,15 @@ on errors, retry with capped exponential backoff and jitter.  The HTTP work runs
 so it never blocks the event loop; converted objects are handed to ``sink`` (which posts them
 to the loop).  Only JSON is parsed: the client's model classes are bypassed with
 ``_preload_content=False`` to keep memory and CPU low.
+
+Lists are paged like client-go's (``limit`` 500, then ``continue``), so a big collection is
+never decoded at once: each page's JSON is converted and dropped before the next is fetched.
+A continue token that expired (410) falls back to one full list, as client-go's pager does.
+
+``ApiCall`` sends the requests through the official client's ``ApiClient`` (its
+``param_serialize`` and ``call_api``, the two steps every generated API method makes) without
+the generated API classes: importing ``CoreV1Api`` alone pulls in ~260 model modules and builds
+pydantic validators for its ~400 methods, about 22 MiB that dnsd would never use.
 """
 
 from __future__ import annotations
@@ -30,8 +39,56 @@ Sink = Callable[[str, str, Any], None]
 Convert = Callable[[dict[str, Any]], Any]
 
 
+PAGE_SIZE = 500  # client-go's reflector pages its lists by 500
+
+# Keyword arguments of the generated list methods -> query parameters.
+_QUERY = {
+    "watch": "watch", "resource_version": "resourceVersion",
+    "allow_watch_bookmarks": "allowWatchBookmarks", "timeout_seconds": "timeoutSeconds",
+    "label_selector": "labelSelector", "field_selector": "fieldSelector", "limit": "limit",
+    "_continue": "continue",
+}
+
+
 class Gone(Exception):
     """The watch's resourceVersion is too old (HTTP 410): list again."""
+
+
+class ApiCall:
+    """A GET of one API path through the official client's ``ApiClient``, called like the
+    generated list methods with ``_preload_content=False``: keyword arguments as theirs
+    (``watch``, ``resource_version``, ``label_selector``, ``limit``, ``_continue``...), the
+    raw urllib3 response back, ``ApiException`` for a non-2xx status.  Authentication (bearer
+    tokens, their refresh), TLS and the connection pool are the client's own.
+    """
+
+    def __init__(self, api: Any, path: str) -> None:
+        self.api = api
+        self.path = path
+
+    @staticmethod
+    def supported(api: Any) -> bool:
+        """Does this client version have the generator's two-step request API?"""
+        return hasattr(api, "param_serialize") and hasattr(ApiException, "from_response")
+
+    def __call__(self, *, _preload_content: bool = False, _request_timeout: Any = None,
+                 **params: Any) -> Any:
+        query = [(_QUERY[k], v) for k, v in params.items() if v is not None]
+        method, url, headers, body, post = self.api.param_serialize(
+            method="GET", resource_path=self.path, query_params=query,
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+        )
+        resp = self.api.call_api(method, url, headers, body, post, _request_timeout=_request_timeout)
+        if not 200 <= resp.status <= 299:
+            resp.read()
+            raise ApiException.from_response(http_resp=resp, body=None, data=None)
+        if _preload_content:
+            resp.read()
+            return json.loads(resp.data)
+        return resp.response
+
+    def __repr__(self) -> str:
+        return f"ApiCall({self.path!r})"
 
 
 class RateLimiter:
@@ -84,7 +141,7 @@ class Reflector:
         convert: Convert, sink: Sink, *, label_selector: str = "", field_selector: str = "",
         limiter: RateLimiter | None = None, inflight: threading.BoundedSemaphore | None = None,
         backoff: Backoff | None = None, watch_timeout: int = 300, read_timeout: float = 90.0,
-        resolve_call: bool = False,
+        resolve_call: bool = False, page_size: int = PAGE_SIZE,
     ) -> None:
         self.resource = resource
         self._list_call = list_call
@@ -98,6 +155,7 @@ class Reflector:
         self.backoff = backoff or Backoff()
         self.watch_timeout = watch_timeout
         self.read_timeout = read_timeout
+        self.page_size = page_size  # 0: one unpaged list
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._response: Any = None
@@ -173,12 +231,50 @@ class Reflector:
             self.limiter.wait(self._stop)
 
     def _list(self, call: Callable[..., Any], reason: str) -> str:
+        """List every object, page by page; hand them to the sink at once (a relist replaces
+        the whole store); returns the list's resourceVersion."""
+        objects: list[Any] = []
+        token = ""
+        limit = self.page_size
+        while True:
+            if token and self._stop.is_set():
+                raise ConnectionError("stopped while listing")
+            try:
+                body = self._list_page(call, limit, token)
+            except ApiException as exc:
+                if exc.status != 410 or not token:
+                    raise
+                # The continue token expired between pages (the server compacted): start
+                # over with one full list, as client-go's pager does (FullListIfExpired).
+                log.info("[INFO] plugin/kubernetes: %s: paged list expired; listing again in full",
+                         self.resource)
+                objects, token, limit = [], "", 0
+                continue
+            items = body.get("items") or []
+            objects.extend(self.convert(item) for item in items)
+            meta = body.get("metadata") or {}
+            rv = str(meta.get("resourceVersion") or "")
+            token = str(meta.get("continue") or "") if limit else ""
+            del body, items, meta  # this page's JSON goes before the next one comes
+            if not token:
+                break
+        metrics.relists.labels(self.resource, reason).inc()
+        self.sink(self.resource, "replace", objects)
+        self.resource_version = rv
+        self._listed_at = time.monotonic()
+        return rv
+
+    def _list_page(self, call: Callable[..., Any], limit: int, token: str) -> dict[str, Any]:
         self._before_request()
         kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": (10, 120)}
         if self.label_selector:
             kwargs["label_selector"] = self.label_selector
         if self.field_selector:
             kwargs["field_selector"] = self.field_selector
+        if limit:
+            kwargs["limit"] = limit
+        if token:
+            kwargs["_continue"] = token
         if self.inflight is not None:
             self.inflight.acquire()
         try:
@@ -190,13 +286,9 @@ class Reflector:
         finally:
             if self.inflight is not None:
                 self.inflight.release()
-        objects = [self.convert(item) for item in body.get("items") or []]
-        rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        metrics.relists.labels(self.resource, reason).inc()
-        self.sink(self.resource, "replace", objects)
-        self.resource_version = rv
-        self._listed_at = time.monotonic()
-        return rv
+        if not isinstance(body, dict):
+            raise ValueError(f"list response is a JSON {type(body).__name__}, not an object")
+        return body
 
     def _watch(self, call: Callable[..., Any], rv: str) -> tuple[str, int]:
         """Stream events until the server ends the watch; returns the resourceVersion to

@@ -1,0 +1,241 @@
+"""The engine's direct path (dnsd/serve/direct.py) writes exactly what the general path
+writes: the same bytes for every shape of cluster query, the same metrics, and it declines
+whatever it cannot do the same way.
+
+Two engines are built from one Corefile against the same API emulator (the real ``kubernetes``
+client over HTTP); in one of them the blocks have no direct plan, so every query takes the
+coroutine chain.  Prepared answers are switched off in both, so every query is a first answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.rdatatype
+import dns.reversename
+from k8s_support import fixture_objects, start_cluster
+from prometheus_client import generate_latest
+
+from dnsd import metrics
+from dnsd.corefile import parse
+from dnsd.serve.runtime import Runtime
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from upstream import Upstream  # noqa: E402
+
+COREFILE = """\
+.:1053 {{
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        endpoint {url}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }}
+    prometheus 127.0.0.1:0
+    forward . 127.0.0.1:{upstream}
+    cache 30 {{
+        disable success cluster.local
+        disable denial cluster.local
+    }}
+    loop
+}}
+"""
+
+NAMES = [
+    ("svc1.testns.svc.cluster.local.", "A"), ("SVC1.TestNS.svc.Cluster.Local.", "A"),
+    ("svc1.testns.svc.cluster.local.", "AAAA"), ("dual.testns.svc.cluster.local.", "AAAA"),
+    ("svc6.testns.svc.cluster.local.", "AAAA"), ("svcempty.testns.svc.cluster.local.", "A"),
+    ("hdls1.testns.svc.cluster.local.", "A"), ("hdls1.testns.svc.cluster.local.", "AAAA"),
+    ("dup-name.hdls1.testns.svc.cluster.local.", "A"), ("hdls6.testns.svc.cluster.local.", "A"),
+    ("hdlsempty.testns.svc.cluster.local.", "A"), ("hdlsnone.testns.svc.cluster.local.", "A"),
+    ("_http._tcp.svc1.testns.svc.cluster.local.", "SRV"),
+    ("_HTTP._TCP.hdls6.testns.svc.cluster.local.", "SRV"),
+    ("_http._tcp.hdls1.testns.svc.cluster.local.", "SRV"), ("svc1.testns.svc.cluster.local.", "SRV"),
+    ("_foo._tcp.svc1.testns.svc.cluster.local.", "SRV"), ("noports.testns.svc.cluster.local.", "SRV"),
+    ("svc1.testns.svc.cluster.local.", "TXT"), ("nosuch.testns.svc.cluster.local.", "A"),
+    ("svc1.nons.svc.cluster.local.", "A"), ("a.b.c.d.e.svc.cluster.local.", "A"),
+    ("testns.svc.cluster.local.", "A"), ("svc.cluster.local.", "A"),
+    ("cluster.local.", "SOA"), ("cluster.local.", "NS"), ("cluster.local.", "A"),
+    ("dns-version.cluster.local.", "TXT"), ("svc1.testns.svc.cluster.local.", "SOA"),
+    ("10-240-0-1.podns.pod.cluster.local.", "A"), ("1-2-3-4.nopods.pod.cluster.local.", "A"),
+    ("ext.testns.svc.cluster.local.", "A"), ("extout.testns.svc.cluster.local.", "A"),
+    ("ghost.nsnoexist.svc.cluster.local.", "A"),
+    (dns.reversename.from_address("10.96.1.1").to_text(), "PTR"),
+    (dns.reversename.from_address("172.0.0.1").to_text(), "PTR"),
+    (dns.reversename.from_address("10.99.99.99").to_text(), "PTR"),
+    ("www.example.org.", "A"),
+]
+
+
+def _queries() -> list[bytes]:
+    out = []
+    for i, (name, rdtype) in enumerate(NAMES):
+        for variant in range(4):
+            q = dns.message.make_query(name, rdtype, use_edns=variant > 0,
+                                       payload=[0, 512, 1232, 4096][variant],
+                                       want_dnssec=variant == 3)
+            q.id = i * 4 + variant
+            if variant == 2:
+                q.flags |= dns.flags.CD
+            out.append(q.to_wire())
+    return out
+
+
+def _counters() -> dict[str, float]:
+    """Every per-query counter series (durations excluded: they differ by nature)."""
+    metrics.flush_hot_path()
+    out = {}
+    for line in generate_latest(metrics.REGISTRY).decode().splitlines():
+        if line.startswith(("coredns_dns_requests_total", "coredns_dns_responses_total",
+                            "coredns_dns_do_requests_total", "coredns_cache_requests_total",
+                            "coredns_cache_misses_total", "coredns_dns_response_size_bytes_bucket",
+                            "coredns_dns_request_size_bytes_bucket")):
+            series, value = line.rsplit(" ", 1)
+            out[series] = float(value)
+    return out
+
+
+def test_direct_answers_equal_the_general_path_byte_for_byte() -> None:
+    cluster = start_cluster(fixture_objects())
+    upstream = Upstream(delay=0).start()
+
+    async def run() -> tuple[list[Any], list[Any], dict[str, float], dict[str, float], list[bool]]:
+        text = COREFILE.format(url=cluster.url, upstream=upstream.port)
+        general = Runtime.build(parse(text), 1053)
+        direct = Runtime.build(parse(text), 1053)
+        await general.start_plugins()
+        await direct.start_plugins()
+        try:
+            g_engine = next(iter(general.engines.values()))
+            d_engine = next(iter(direct.engines.values()))
+            for block in g_engine.blocks:
+                block.direct = None
+            assert all(block.direct is not None for block in d_engine.blocks)
+            g_engine.prepared.limit = d_engine.prepared.limit = 0
+            # Each index's SOA serial is the second its last change came in: align them.
+            k8s = [next(p for p in rt.plugins if p.name == "kubernetes") for rt in (general, direct)]
+            k8s[1].index.serial = k8s[0].index.serial
+            queries = _queries()
+            before = _counters()
+            g_out = [await _answer(g_engine, q) for q in queries]
+            middle = _counters()
+            d_out, took_direct = [], []
+            for q in queries:
+                reply, key = d_engine.fast(q, "udp", "127.0.0.1")
+                took_direct.append(reply is not None)
+                d_out.append(reply if reply is not None else await d_engine.handle(q, key=key))
+            after = _counters()
+            return g_out, d_out, _delta(before, middle), _delta(middle, after), took_direct
+        finally:
+            await general.stop_plugins()
+            await direct.stop_plugins()
+
+    try:
+        g_out, d_out, g_delta, d_delta, took_direct = asyncio.run(run())
+    finally:
+        cluster.stop()
+        upstream.stop()
+    for (name, rdtype), i in zip(NAMES, range(0, len(d_out), 4), strict=False):
+        for j in range(i, i + 4):
+            assert d_out[j] == g_out[j], (name, rdtype, j - i, dns.message.from_wire(g_out[j]),
+                                          dns.message.from_wire(d_out[j]))
+    # The direct path answered most cluster queries; it declined the ExternalName that is
+    # chased outside the zone, the PTRs (the cache keeps in-addr.arpa) and the forwarded name.
+    direct_names = {NAMES[j // 4] for j, took in enumerate(took_direct) if took}
+    assert ("svc1.testns.svc.cluster.local.", "A") in direct_names
+    assert ("_http._tcp.hdls1.testns.svc.cluster.local.", "SRV") in direct_names
+    assert ("nosuch.testns.svc.cluster.local.", "A") in direct_names
+    assert not any(n.startswith("extout") or t == "PTR" or n.startswith("www") for n, t in direct_names)
+    assert len(direct_names) >= 25
+    assert g_delta == d_delta
+    assert g_delta  # something was counted at all
+
+
+async def _answer(engine: Any, q: bytes) -> bytes:
+    reply, key = engine.fast(q, "udp", "127.0.0.1")
+    assert reply is None  # no prepared answers, no direct path here
+    out = await engine.handle(q, key=key)
+    assert out is not None
+    return out
+
+
+def _delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: v - a.get(k, 0) for k, v in b.items() if v - a.get(k, 0)}
+
+
+def test_blocks_whose_chain_must_see_each_query_have_no_direct_plan() -> None:
+    def plan(extra: str) -> Any:
+        text = f".:1053 {{\n {extra}\n kubernetes cluster.local\n}}\n"
+        engine = next(iter(Runtime.build(parse(text), 1053).engines.values()))
+        return engine.blocks[0].direct
+
+    assert plan("errors") is not None
+    assert plan("log") is None  # the query log must see every query
+    assert plan("rewrite name foo.cluster.local bar.cluster.local") is None
+    assert plan("whoami") is not None  # (after kubernetes in the chain: never reached first)
+    assert plan("acl {\n  block net 10.0.0.0/8\n }") is None
+
+
+def test_shuffled_direct_answers_hold_the_same_records_and_prepare_several_orders() -> None:
+    cluster = start_cluster(fixture_objects())
+    upstream = Upstream(delay=0).start()
+    text = COREFILE.format(url=cluster.url, upstream=upstream.port).replace("    loop\n", "    loop\n    loadbalance\n")
+    name = "hdls6.testns.svc.cluster.local."
+
+    async def run() -> tuple[list[dns.message.Message], list[dns.message.Message], set[tuple[str, ...]]]:
+        general = Runtime.build(parse(text), 1053)
+        direct = Runtime.build(parse(text), 1053)
+        await general.start_plugins()
+        await direct.start_plugins()
+        try:
+            g_engine = next(iter(general.engines.values()))
+            d_engine = next(iter(direct.engines.values()))
+            for block in g_engine.blocks:
+                block.direct = None
+            g_engine.prepared.limit = 0
+            k8s = [next(p for p in rt.plugins if p.name == "kubernetes") for rt in (general, direct)]
+            k8s[1].index.serial = k8s[0].index.serial
+            queries = _queries()
+            g_out = [dns.message.from_wire(await _answer(g_engine, q)) for q in queries]
+            d_out = []
+            for q in queries:
+                d_engine.prepared.clear()
+                reply, key = d_engine.fast(q, "udp", "127.0.0.1")
+                d_out.append(dns.message.from_wire(reply or await d_engine.handle(q, key=key)))
+            # Then the hot path serves the prepared orders in turn.
+            q = dns.message.make_query(name, "A").to_wire()
+            orders = set()
+            for _ in range(20):
+                reply, key = d_engine.fast(q, "udp", "127.0.0.1")
+                msg = dns.message.from_wire(reply or await d_engine.handle(q, key=key))
+                orders.add(tuple(rd.to_text() for rd in msg.answer[0]))
+            assert d_engine.prepared.hits >= 19
+            return g_out, d_out, orders
+        finally:
+            await general.stop_plugins()
+            await direct.stop_plugins()
+
+    try:
+        g_out, d_out, orders = asyncio.run(run())
+    finally:
+        cluster.stop()
+        upstream.stop()
+    for g, d in zip(g_out, d_out, strict=True):
+        assert (g.id, g.flags, g.rcode(), g.question) == (d.id, d.flags, d.rcode(), d.question)
+        for section in ("answer", "authority", "additional"):
+            if g.flags & dns.flags.TC:  # a random order decides which records fitted
+                assert len(_records(getattr(g, section))) == len(_records(getattr(d, section)))
+            else:
+                assert _records(getattr(g, section)) == _records(getattr(d, section))
+    assert len(orders) > 2
+
+
+def _records(section: list[Any]) -> list[str]:
+    return sorted(f"{rrset.name} {rrset.ttl} {rrset.rdtype} {rd.to_text()}" for rrset in section for rd in rrset)
