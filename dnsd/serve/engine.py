@@ -80,6 +80,7 @@ class Engine:
         self._any_direct = any(block.direct is not None for block in self.blocks)
         # DNSD_PREPARED=0 switches the hot path's store off: every query takes the general
         # path, which is how the benchmarks measure answers with no prepared packet.
+        self._raw_keys: dict[bytes, tuple[bytes, int]] = {}  # query bytes after the ID -> key
         self.prepared = PreparedAnswers(0 if os.environ.get("DNSD_PREPARED") == "0" else MAX_ENTRIES)
         from dnsd import metrics
 
@@ -91,9 +92,14 @@ class Engine:
         """The hot path: (prepared reply, None) on a hit; (None, key) when the query may be
         prepared after the general path answers it; (None, None) when it never may."""
         started = time.perf_counter()
-        k = query_key(data, proto)
+        # A repeat of a query seen before, byte for byte after the ID, skips the key parser.
+        raw = data[2:]
+        k = self._raw_keys.get(raw) if proto == "udp" else None
+        learn = k is None and proto == "udp"
         if k is None:
-            return None, None
+            k = query_key(data, proto)
+            if k is None:
+                return None, None
         entry = self.prepared.entries.get(k[0])
         if entry is None:
             return self._direct(data, k, proto, client_ip, started)
@@ -106,6 +112,10 @@ class Engine:
             return self._direct(data, k, proto, client_ip, started)
         self.prepared.hits += 1
         entry.used = True  # kept when the store makes room
+        if learn:  # (learnt on hits only: a flood of new names does not fill this)
+            if len(self._raw_keys) >= MAX_ENTRIES:
+                self._raw_keys.clear()
+            self._raw_keys[raw] = k
         if entry.variants is None:
             wire = entry.wire
         else:

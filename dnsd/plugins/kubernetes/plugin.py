@@ -359,19 +359,26 @@ class Plugin(Base):
 class Validity:
     """A prepared reply's validity check (a small object: a full store holds 50,000)."""
 
-    __slots__ = ("ix", "version", "epoch", "serial", "deps")
+    __slots__ = ("ix", "version", "epoch", "serial", "deps", "seen")
 
     def __init__(self, ix: Index, deps: tuple[tuple[str, ...], ...] | None, has_soa: bool) -> None:
         self.ix, self.version, self.epoch, self.deps = ix, ix.version, ix.epoch, deps
         self.serial = ix.serial if has_soa else None
+        self.seen = ix.version  # the latest index version this reply was found valid at
 
     def __call__(self) -> bool:
         ix = self.ix
+        now = ix.version
+        if now == self.seen:  # nothing changed since the last check: the common case
+            return True
         if self.deps is None:
-            return ix.version == self.version
+            return False
         if self.serial is not None and ix.serial != self.serial:
             return False
-        return ix.unchanged(self.deps, self.version, self.epoch)
+        if ix.unchanged(self.deps, self.version, self.epoch):
+            self.seen = now
+            return True
+        return False
 
 
 _malloc_trim: Any = None
