@@ -212,7 +212,7 @@ class Engine:
             if ans.valid is not None and self.prepared.limit > 0:
                 on_hit = metrics.QUERY_STATS.replayer(server, zone, proto, tname, do, rname,
                                                       plan.answerer.name, len(data), len(wire))
-        if ans.valid is not None:
+        if ans.valid is not None and self.prepared.limit > 0:
             self._keep(k, wire, msg, ans.valid, on_hit, ans.case_sensitive,
                        loadbalance.shuffle if reshuffle else None, proto, limit)
         return wire

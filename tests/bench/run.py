@@ -160,6 +160,12 @@ class DnsdExtras:
     unique_qps_per_core: float = math.nan
     unique_queries: int = 0
     unique_lost: int = 0
+    # The mix with prepared answers switched off (DNSD_PREPARED=0): every query is a first
+    # answer, built by the direct path or the general path.
+    noprep_qps: float = math.nan
+    noprep_qps_per_core: float = math.nan
+    noprep_lost: int = 0
+    noprep_by_category: dict[str, tuple[float, float]] = field(default_factory=dict)
     forward_qps: float = math.nan
     forward_qps_per_core: float = math.nan
     forward_lost: int = 0
@@ -305,18 +311,18 @@ class Bench:
             self.devs.remove(dev)
 
     def start_dnsd(self, api_url: str, tag: str, workers: int = 1,
-                   cpus: list[int] | None = None) -> Dnsd:
+                   cpus: list[int] | None = None, env: dict[str, str] | None = None) -> Dnsd:
         """Start dnsd and wait for /ready and a DNS answer; retried on fresh ports when a
         port was taken in between (other programs on a shared machine)."""
         for attempt in range(3):
             try:
-                return self._start_dnsd(api_url, tag, workers, cpus)
+                return self._start_dnsd(api_url, tag, workers, cpus, env)
             except PortTaken:
                 log(f"dnsd ({tag}): a port was taken, retrying on other ports ({attempt + 1}/3)")
-        return self._start_dnsd(api_url, tag, workers, cpus)
+        return self._start_dnsd(api_url, tag, workers, cpus, env)
 
     def _start_dnsd(self, api_url: str, tag: str, workers: int,
-                    cpus: list[int] | None) -> Dnsd:
+                    cpus: list[int] | None, env: dict[str, str] | None = None) -> Dnsd:
         cfg = srv.DnsdConfig(srv.free_port(), srv.free_port(), srv.free_port(), srv.free_port(),
                              api_url, self.upstream_port)
         corefile = self.workdir / f"Corefile.{tag}"
@@ -324,7 +330,8 @@ class Bench:
         self.timer.reset()
         started = time.monotonic()
         proc = self.procs.start(srv.dnsd_argv(corefile, workers), self.workdir / f"dnsd.{tag}.log",
-                                cpus=cpus or self.cores.server)
+                                cpus=cpus or self.cores.server,
+                                env=None if env is None else {**os.environ, **env})
         try:
             ready_s = srv.wait_ready(f"http://127.0.0.1:{cfg.ready_port}/ready", proc,
                                      self.s.ready_timeout, started)
@@ -470,6 +477,7 @@ class Bench:
                     ex.watch_ms[kind] = (1000 * watch.percentile(values, 50),
                                          1000 * watch.percentile(values, 99))
             self.stop_dnsd(d)
+            self.no_prepared_run(dev, files, run, ex)
 
             if last:
                 for n in self.s.workers:
@@ -520,6 +528,31 @@ class Bench:
             per_core = r.completed / r.server_cpu if r.server_cpu > 0 else math.nan
             run.by_category[category] = (r.qps, per_core, r.lost)
             log(f"    {category}: {r.qps:,.0f} qps, {per_core:,.0f} per core, lost {r.lost}")
+
+    def no_prepared_run(self, dev: Any, files: Files, run: ServerRun, ex: DnsdExtras) -> None:
+        """The mix and each category again on a dnsd whose prepared-answer store is off
+        (DNSD_PREPARED=0), with the client settings of the max-QPS run: the cost of first
+        answers (what every name costs right after a change behind it)."""
+        name = ex.cluster
+        log(f"[{name}] dnsd with prepared answers off (DNSD_PREPARED=0)")
+        d = self.start_dnsd(dev.url, f"{name}-noprep", env={"DNSD_PREPARED": "0"})
+        try:
+            self.dnsperf(d.cfg.dns_port, files.mix, seconds=self.s.warmup, clients=20, outstanding=100)
+            r = self.dnsperf(d.cfg.dns_port, files.mix, seconds=self.s.seconds,
+                             clients=run.clients or 20, outstanding=run.outstanding or 100,
+                             sample=d.cpu)
+            ex.noprep_qps, ex.noprep_lost = r.qps, r.lost
+            ex.noprep_qps_per_core = r.completed / r.server_cpu if r.server_cpu > 0 else math.nan
+            for category, path in files.categories.items():
+                c = self.dnsperf(d.cfg.dns_port, path, seconds=self.s.category_seconds,
+                                 clients=run.clients or 20, outstanding=run.outstanding or 100,
+                                 sample=d.cpu)
+                per_core = c.completed / c.server_cpu if c.server_cpu > 0 else math.nan
+                ex.noprep_by_category[category] = (c.qps, per_core)
+            log(f"[{name}] no prepared answers: {ex.noprep_qps:,.0f} QPS, "
+                f"{ex.noprep_qps_per_core:,.0f} per core")
+        finally:
+            self.stop_dnsd(d)
 
     def workers_run(self, dev: Any, files: Files, n: int) -> dict[str, Any]:
         # Cores other than dnsperf's first; dnsperf's own core only when there are too few.
@@ -764,6 +797,11 @@ def extras_table(extras: list[DnsdExtras], runs: list[ServerRun]) -> str:
         row("first-answer QPS (distinct names, once each)",
             lambda e: f"{_fmt(e.unique_qps)} ({e.unique_queries:,} q, lost {e.unique_lost})"),
         row("first-answer QPS per core", lambda e: _fmt(e.unique_qps_per_core)),
+        row("no prepared answers: mix QPS (DNSD_PREPARED=0)",
+            lambda e: f"{_fmt(e.noprep_qps)} (lost {e.noprep_lost})"),
+        row("no prepared answers: mix QPS per core", lambda e: _fmt(e.noprep_qps_per_core)),
+        row("no prepared answers: QPS per core by category",
+            lambda e: ", ".join(f"{c} {_fmt(v[1])}" for c, v in e.noprep_by_category.items())),
         row("forwarded cache-hit QPS", lambda e: f"{_fmt(e.forward_qps)} (lost {e.forward_lost})"),
         row("forwarded cache-hit QPS per core", lambda e: _fmt(e.forward_qps_per_core)),
         row("watch -> new answer p50 / p99 ms (all)", watch_cell("all")),
