@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dnsd import COREDNS_COMPAT, __version__, metrics
+from dnsd import COREDNS_COMPAT, __version__, gcpause, metrics
 from dnsd.chain import IMPLEMENTED
 from dnsd.corefile import CorefileError, parse_file
 from dnsd.serve.runtime import Runtime, Server
@@ -127,7 +127,9 @@ async def serve(conf: str, port: int, runtime: Runtime, quiet: bool, pidfile: st
     if not quiet:
         print(banner(runtime, server), flush=True)
     shared["shutdown"] = stop.set
+    pauses = gcpause.start()
     await stop.wait()
+    await gcpause.stop(pauses)
     shared["shutting_down"] = True
     lameduck = max(shared.get("lameduck", {}).values(), default=0.0)
     if lameduck > 0:
