@@ -441,6 +441,28 @@ def _round_trips(qname: str, labels: tuple[bytes, ...]) -> bool:
         return False
 
 
+def _drop_unfittable(reply: DNSRecord, limit: int) -> None:
+    """Leave out, before packing, records that cannot fit in ``limit`` bytes whatever the
+    others: a record takes 11 bytes at least, so no more than limit // 11 fit.  Keeping one
+    more than that still overflows, so the truncation below cuts exactly where it would have
+    cut the whole message (a big headless answer to a 512-byte client packs ~47 records, not
+    hundreds)."""
+    cap = limit // 11 + 1
+    answers, auth, extra = reply.rr, reply.auth, reply.ar
+    if len(answers) + len(auth) + len(extra) <= cap:
+        return
+    opt = [rr for rr in extra if rr.rtype == QTYPE.OPT]
+    if answers[cap:]:
+        reply.rr, reply.auth, reply.ar = answers[:cap], [], opt
+        return
+    cap -= len(answers)
+    if auth[cap:]:
+        reply.auth, reply.ar = auth[:cap], opt
+        return
+    cap -= len(auth)
+    reply.ar = [rr for rr in extra if rr.rtype != QTYPE.OPT][:cap] + opt
+
+
 def _cut(reply: DNSRecord, data: bytes, ends: list[int], limit: int) -> bytes | None:
     """Truncate a packed reply by cutting its bytes: the records that fit (the longest
     prefix, sections in order), then the OPT record, with TC set.  Compression points only
@@ -527,6 +549,7 @@ def pack_message(msg: DNSRecord) -> bytes:
 def _pack(reply: DNSRecord, limit: int) -> bytes:
     """Pack within ``limit`` bytes the way miekg/dns (CoreDNS) truncates: keep as many answer,
     then authority, then additional records as fit, in order; set TC when any was left out."""
+    _drop_unfittable(reply, limit)
     ends: list[int] = []
     try:
         data = fast_pack(reply, ends)

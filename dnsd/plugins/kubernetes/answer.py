@@ -8,6 +8,7 @@ fallthrough, the pre-sync SERVFAIL and CNAME chasing through the server).  See
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dnslib import CNAME, NS, QTYPE, TXT
 
@@ -73,9 +74,10 @@ class NameError_(Exception):
     """The name does not exist (NXDOMAIN)."""
 
 
-# An entry of a name's record set: an address, optionally with a port and SRV target.
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """An entry of a name's record set: an address, optionally with a port and SRV target.
+    (A tuple: headless answers build one per endpoint and port.)"""
+
     ip: str
     port: int = -1
     target: str = ""  # relative SRV target ("web.demo.svc"); zone appended at answer time
@@ -144,7 +146,7 @@ def _by_name(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_sp
     if qtype == QTYPE.TXT and labels == ["dns-version"]:
         return Result(answer=[RR(qname, QTYPE.TXT, ttl=DNS_VERSION_TTL, rdata=TXT(DNS_SCHEMA_VERSION))])
     try:
-        entries, view = _records(ix, opt, parsed)
+        entries, view = _records(ix, opt, parsed, qtype == QTYPE.SRV)
     except NameError_:
         return nxdomain()
     if qtype == QTYPE.TXT:
@@ -213,8 +215,10 @@ def _exposed(ix: Index, opt: Options, ns: str) -> bool:
     return (not opt.namespaces or ns in opt.namespaces) and ns in ix.namespaces
 
 
-def _records(ix: Index, opt: Options, p: Parsed) -> tuple[list[Entry], ServiceView | None]:
-    """The record set behind a name; raises NameError_ for NXDOMAIN."""
+def _records(ix: Index, opt: Options, p: Parsed,
+             targets: bool = True) -> tuple[list[Entry], ServiceView | None]:
+    """The record set behind a name; raises NameError_ for NXDOMAIN.  Without ``targets``
+    (only addresses are asked for) the entries' SRV targets are left empty."""
     shape = p.shape
     if shape is Shape.INVALID:
         raise NameError_
@@ -257,12 +261,17 @@ def _records(ix: Index, opt: Options, p: Parsed) -> tuple[list[Entry], ServiceVi
         matched = [] if opt.noendpoints else view.by_label.get(p.endpoint, [])
         if not matched:
             raise NameError_
-        return [Entry(a.ip, port[2], _ep_target(a, p)) for a in matched for port in a.ports], view
+        return [Entry(a.ip, port[2], _ep_target(a, p) if targets else "")
+                for a in matched for port in a.ports], view
     if view.headless:
         if not addresses:
             raise NameError_
-        entries = [Entry(a.ip, port[2], _ep_target(a, p), ) for a in addresses for port in a.ports
-                   if _port_matches(port, p)]
+        if targets:
+            entries = [Entry(a.ip, port[2], _ep_target(a, p)) for a in addresses for port in a.ports
+                       if _port_matches(port, p)]
+        else:
+            entries = [Entry(a.ip, port[2]) for a in addresses for port in a.ports
+                       if _port_matches(port, p)]
     else:
         if opt.ignore_empty_service and not addresses:
             raise NameError_
