@@ -108,20 +108,10 @@ def test_direct_answers_equal_the_general_path_byte_for_byte() -> None:
 
     async def run() -> tuple[list[Any], list[Any], dict[str, float], dict[str, float], list[bool]]:
         text = COREFILE.format(url=cluster.url, upstream=upstream.port)
-        general = Runtime.build(parse(text), 1053)
-        direct = Runtime.build(parse(text), 1053)
-        await general.start_plugins()
-        await direct.start_plugins()
+        general, direct, g_engine, d_engine = await _two_engines(text)
         try:
-            g_engine = next(iter(general.engines.values()))
-            d_engine = next(iter(direct.engines.values()))
-            for block in g_engine.blocks:
-                block.direct = None
             assert all(block.direct is not None for block in d_engine.blocks)
-            g_engine.prepared.limit = d_engine.prepared.limit = 0
-            # Each index's SOA serial is the second its last change came in: align them.
-            k8s = [next(p for p in rt.plugins if p.name == "kubernetes") for rt in (general, direct)]
-            k8s[1].index.serial = k8s[0].index.serial
+            d_engine.prepared.limit = 0
             queries = _queries()
             before = _counters()
             g_out = [await _answer(g_engine, q) for q in queries]
@@ -158,6 +148,24 @@ def test_direct_answers_equal_the_general_path_byte_for_byte() -> None:
     assert g_delta  # something was counted at all
 
 
+async def _two_engines(text: str) -> tuple[Runtime, Runtime, Any, Any]:
+    """Two started runtimes of ``text``: the first one's engine never goes direct and keeps
+    no prepared answers; both indexes carry the same SOA serial (each is the second its last
+    change came in)."""
+    general = Runtime.build(parse(text), 1053)
+    direct = Runtime.build(parse(text), 1053)
+    await general.start_plugins()
+    await direct.start_plugins()
+    g_engine = next(iter(general.engines.values()))
+    d_engine = next(iter(direct.engines.values()))
+    for block in g_engine.blocks:
+        block.direct = None
+    g_engine.prepared.limit = 0
+    k8s = [next(p for p in rt.plugins if p.name == "kubernetes") for rt in (general, direct)]
+    k8s[1].index.serial = k8s[0].index.serial
+    return general, direct, g_engine, d_engine
+
+
 async def _answer(engine: Any, q: bytes) -> bytes:
     reply, key = engine.fast(q, "udp", "127.0.0.1")
     assert reply is None  # no prepared answers, no direct path here
@@ -190,18 +198,8 @@ def test_shuffled_direct_answers_hold_the_same_records_and_prepare_several_order
     name = "hdls6.testns.svc.cluster.local."
 
     async def run() -> tuple[list[dns.message.Message], list[dns.message.Message], set[tuple[str, ...]]]:
-        general = Runtime.build(parse(text), 1053)
-        direct = Runtime.build(parse(text), 1053)
-        await general.start_plugins()
-        await direct.start_plugins()
+        general, direct, g_engine, d_engine = await _two_engines(text)
         try:
-            g_engine = next(iter(general.engines.values()))
-            d_engine = next(iter(direct.engines.values()))
-            for block in g_engine.blocks:
-                block.direct = None
-            g_engine.prepared.limit = 0
-            k8s = [next(p for p in rt.plugins if p.name == "kubernetes") for rt in (general, direct)]
-            k8s[1].index.serial = k8s[0].index.serial
             queries = _queries()
             g_out = [dns.message.from_wire(await _answer(g_engine, q)) for q in queries]
             d_out = []
