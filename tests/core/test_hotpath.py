@@ -249,31 +249,36 @@ def test_retime_rewrites_every_ttl_but_the_opt_records() -> None:
     assert retime(wire + b"\x00", 7, 6) is None  # trailing bytes
 
 
-def test_a_full_store_evicts_an_eighth_sparing_entries_hit_since() -> None:
-    from dnsd.wire.fastpath import PreparedAnswers
+def test_a_full_store_evicts_a_share_sparing_entries_hit_since() -> None:
+    from dnsd.wire.fastpath import EVICT_SHARE, SWEEP, PreparedAnswers
 
     counted: list[int] = []
-    store = PreparedAnswers(limit=16)
-    for i in range(16):
+    limit = 2 * EVICT_SHARE  # makes room two entries at a time
+    store = PreparedAnswers(limit=limit)
+    for i in range(limit):
         store.store(b"k%d" % i, 12, b"w", lambda: True,
                     on_hit=lambda h4, h6, s: counted.append(h4 + h6))
     for i in (0, 1, 5):  # hit (as Engine.fast marks them), one with a pending metric count
         store.entries[b"k%d" % i].used = True
     store.entries[b"k2"].hits4 = 3
     store.store(b"new", 12, b"w", lambda: True)
-    # An eighth (2) went: the oldest not hit since (k2, k3); k2's pending hits were handed on.
-    assert set(store.entries) == {b"k%d" % i for i in range(16) if i not in (2, 3)} | {b"new"}
+    # Two went: the oldest not hit since (k2, k3); k2's pending hits were handed on.
+    assert set(store.entries) == {b"k%d" % i for i in range(limit) if i not in (2, 3)} | {b"new"}
     assert counted == [3]
     # The hit ones passed on the way lost their mark and moved to the young end; the sweep
     # stopped there (k5 keeps its mark).
     assert list(store.entries)[-3:] == [b"k0", b"k1", b"new"]
     assert not store.entries[b"k0"].used and store.entries[b"k5"].used
     store.store(b"k0", 12, b"w2", lambda: True)  # replacing an entry makes no room
-    assert len(store.entries) == 15 and store.entries[b"k0"].wire == b"w2"
+    assert len(store.entries) == limit - 1 and store.entries[b"k0"].wire == b"w2"
     for entry in store.entries.values():
         entry.used = True
-    store.store(b"k99", 12, b"w", lambda: True)  # 16: full
+    store.store(b"k99", 12, b"w", lambda: True)  # full now
+    order = list(store.entries)
     store.store(b"k98", 12, b"w", lambda: True)
-    # Only k99 was not hit: it goes, then the oldest of the others (every mark now cleared).
-    assert len(store.entries) == 15 and b"k99" not in store.entries and b"k4" not in store.entries
-    assert not any(entry.used for entry in store.entries.values())
+    # Every entry was hit: the sweep looks at SWEEP per entry to evict (moving them to the
+    # young end, marks cleared), then the oldest of the rest go regardless.
+    looked = order[: SWEEP * 2]
+    assert all(key in store.entries and not store.entries[key].used for key in looked)
+    assert order[SWEEP * 2] not in store.entries and order[SWEEP * 2 + 1] not in store.entries
+    assert len(store.entries) == limit - 1
