@@ -9,8 +9,9 @@ benchmark cluster, queries lost at half the maximum rate).
 Every few seconds this collects the young generations (cycles among recent objects: under a
 millisecond) and freezes what survived, so later collections only walk what is new.  Frozen
 objects are still freed by reference counting when the last reference goes; a reference cycle
-among them would stay (the long-lived data, the index and prepared answers, holds none; the
-kubernetes plugin freezes the index after its first sync the same way).
+that became garbage only after reaching the oldest generation would stay (the long-lived data,
+the index and prepared answers, holds none; the kubernetes plugin freezes the index after its
+first sync the same way).
 """
 
 from __future__ import annotations

@@ -19,8 +19,17 @@ def test_each_tick_freezes_what_survived_and_collects_young_cycles() -> None:
     async def run() -> tuple[int, int, list[weakref.ref[Node]], list[Node]]:
         gc.unfreeze()
         frozen_before = gc.get_freeze_count()
-        keep = [Node() for _ in range(1000)]  # long-lived
-        garbage = [weakref.ref(Node()) for _ in range(500)]  # unreachable cycles
+        # Made with automatic collections off: one running mid-way could see a new cycle as
+        # still referenced (from the interpreter's stack) and age it past the young
+        # generations, where only a full collection would find it.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            keep = [Node() for _ in range(1000)]  # long-lived
+            garbage = [weakref.ref(Node()) for _ in range(500)]  # unreachable cycles
+        finally:
+            if collecting:
+                gc.enable()
         task = asyncio.get_running_loop().create_task(gcpause.keep_pauses_short(tick=0.05))
         await asyncio.sleep(0.3)
         await gcpause.stop(task)

@@ -361,41 +361,33 @@ class Index:
         self._index_view(view)
 
     def _index_view(self, view: ServiceView) -> None:
+        self._walk_view(view, add_owner)
+        for pod_key in view.pods:
+            self.pod_services.setdefault(pod_key, set()).add(view.svc.key)
+
+    def _walk_view(self, view: ServiceView, update: Callable[[dict[str, Any], str, Any], None]) -> None:
+        """Add or remove (``update``: add_owner/remove_owner) a view's reverse-lookup owner
+        entries, stamping on the way every key its answers depend on: its service and each of
+        its addresses (see ``unchanged``)."""
         key = view.svc.key
-        self._touch_view(view)
+        touch = None if self._bulk else self._touch
+        if touch is not None:
+            touch(("svc", key[0], key[1]))
         for ip in view.svc.cluster_ips:
-            add_owner(self.cluster_ip_owners, ip, key)
+            update(self.cluster_ip_owners, ip, key)
+            if touch is not None:
+                touch(("ip", ip))
         name, ns = key[1], key[0]
         for addresses in (view.addresses, view.ptr_only):
             for addr in addresses:
                 table = self.secondary_owners if addr.role == "secondary" else self.endpoint_owners
-                add_owner(table, addr.ip, (addr.label, name, ns))
-        for pod_key in view.pods:
-            self.pod_services.setdefault(pod_key, set()).add(key)
-
-    def _touch_view(self, view: ServiceView) -> None:
-        """Stamp what a view's answers depend on: its service and each of its addresses."""
-        if self._bulk:
-            return
-        key = view.svc.key
-        touch = self._touch
-        touch(("svc", key[0], key[1]))
-        for ip in view.svc.cluster_ips:
-            touch(("ip", ip))
-        for addresses in (view.addresses, view.ptr_only):
-            for addr in addresses:
-                touch(("ip", addr.ip))
+                update(table, addr.ip, (addr.label, name, ns))
+                if touch is not None:
+                    touch(("ip", addr.ip))
 
     def _unindex_view(self, view: ServiceView) -> None:
         key = view.svc.key
-        self._touch_view(view)
-        for ip in view.svc.cluster_ips:
-            remove_owner(self.cluster_ip_owners, ip, key)
-        name, ns = key[1], key[0]
-        for addresses in (view.addresses, view.ptr_only):
-            for addr in addresses:
-                table = self.secondary_owners if addr.role == "secondary" else self.endpoint_owners
-                remove_owner(table, addr.ip, (addr.label, name, ns))
+        self._walk_view(view, remove_owner)
         for pod_key in view.pods:
             services = self.pod_services.get(pod_key)
             if services is not None:
