@@ -22,15 +22,15 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dnslib import EDNS0, OPCODE, QTYPE, RCODE, RR, DNSLabel, DNSQuestion, DNSRecord
 from dnslib.label import DNSBuffer, DNSLabelError
 
 from dnsd.chain import NOT_DIRECT, Next, Plugin
-from dnsd.plugins import loadbalance
 from dnsd.request import Request, error_reply, header_only_reply, make_reply, type_name
 from dnsd.serve.direct import Plan, plan_for
-from dnsd.wire import quick
+from dnsd.wire import light
 from dnsd.wire.encode import Unsupported
 from dnsd.wire.encode import pack as fast_pack
 from dnsd.wire.fastpath import MAX_ENTRIES, PreparedAnswers, query_key
@@ -78,6 +78,11 @@ class Engine:
             for zone in block.zones:
                 self._by_zone.setdefault(zone, block)
         self._any_direct = any(block.direct is not None for block in self.blocks)
+        # (zone, "." + zone or "" for the root, (zone, block)), longest zone first
+        self._few_zones: list[tuple[str, str, tuple[str, Block]]] | None = None
+        if len(self._by_zone) <= 8:
+            self._few_zones = [(z, "." + z if z != "." else "", (z, b)) for z, b in
+                               sorted(self._by_zone.items(), key=lambda item: -len(item[0]))]
         # DNSD_PREPARED=0 switches the hot path's store off: every query takes the general
         # path, which is how the benchmarks measure answers with no prepared packet.
         self._raw_keys: dict[bytes, tuple[bytes, int]] = {}  # query bytes after the ID -> key
@@ -181,30 +186,34 @@ class Engine:
             return None
         rcode = ans.rcode
         flags = (data[2] << 8) | data[3]
-        msg = quick.record(quick.header((data[0] << 8) | data[1], 0x8400 | (flags & 0x0110) | rcode),
-                           [quick.question(DNSLabel(tuple(labels)), qtype, CLASS_IN)])
-        msg.rr, msg.auth, msg.ar = ans.answer, ans.auth, ans.additional
+        sections = (ans.answer, ans.auth, ans.additional)
         reshuffle = False
-        if plan.shuffle and rcode == RCODE.NOERROR:
-            reshuffle = loadbalance.shufflable(msg)
-            loadbalance.shuffle(msg)
+        if plan.shuffle and rcode == 0:  # NOERROR: loadbalance's part
+            reshuffle = light.shufflable(sections)
+            sections = (light.round_robin(sections[0]), light.round_robin(sections[1]),
+                        light.round_robin(sections[2]))
         do = False
         limit = 512
+        opt = b""
         rest = qend + 4
         if rest < len(data):  # the query's OPT record (the key parser checked it)
             size = (data[rest + 3] << 8) | data[rest + 4]
             do = bool(data[rest + 7] & 0x80)
-            msg.ar.append(quick.opt_record(size, 0x8000 if do else 0, []))
+            opt = light.opt_bytes(size, do)
             limit = max(512, size)
         limit = min(limit, MAX_UDP) if proto == "udp" else MAX_TCP
-        wire = _pack(msg, limit)
+        packer = light.Packer(data[12:rest], tuple(labels), qname)
+        head = data[:2] + _U16.pack(0x8400 | (flags & 0x0110) | rcode)
+        try:
+            wire, sections, head = _pack_light(packer, head, sections, opt, limit)
+        except Unsupported:
+            return None
         for commit in commits:
             commit()
         on_hit = None
         if plan.metrics:
-            from dnsd import metrics
-
-            rname = RCODE.get(rcode, str(rcode))
+            metrics = _metrics()
+            rname = _RCODE_NAMES.get(rcode) or RCODE.get(rcode, str(rcode))
             tname = type_name(qtype)
             metrics.QUERY_STATS.observe(server, zone, proto, "2" if ":" in client_ip else "1", tname,
                                         do, rname, plan.answerer.name,
@@ -213,13 +222,25 @@ class Engine:
                 on_hit = metrics.QUERY_STATS.replayer(server, zone, proto, tname, do, rname,
                                                       plan.answerer.name, len(data), len(wire))
         if ans.valid is not None and self.prepared.limit > 0:
-            self._keep(k, wire, msg, ans.valid, on_hit, ans.case_sensitive,
-                       loadbalance.shuffle if reshuffle else None, proto, limit)
+            again = None
+            if reshuffle:
+                kept = sections
+
+                def again() -> bytes:
+                    shuffled = (light.round_robin(list(kept[0])), light.round_robin(list(kept[1])),
+                                light.round_robin(list(kept[2])))
+                    return _pack_light(packer, head, shuffled, opt, limit)[0]
+            self._keep(k, wire, ans.valid, on_hit, ans.case_sensitive, again, proto)
         return wire
 
     def route(self, qname_lower: str) -> tuple[str, Block] | None:
         """The (zone, block) whose zone is the longest suffix of the name, or None."""
         name = qname_lower if qname_lower.endswith(".") else qname_lower + "."
+        if self._few_zones is not None:  # a handful of zones: try each, longest first
+            for zone, dotted, routed in self._few_zones:
+                if name.endswith(dotted) or name == zone or not dotted:
+                    return routed
+            return None
         while True:
             block = self._by_zone.get(name)
             if block is not None:
@@ -356,18 +377,23 @@ class Engine:
                 for hook in hooks:
                     hook(hits4, hits6, seconds)
         limit = min(req.max_udp_size, MAX_UDP) if req.proto == "udp" else MAX_TCP
-        self._keep(key, wire, reply, valid, on_hit, bool(reply.__dict__.get("case_sensitive")),
-                   reply.__dict__.get("reshuffle"), req.proto, limit,
-                   reply.__dict__.get("renew"))
-
-    def _keep(self, key: tuple[bytes, int], wire: bytes, reply: DNSRecord,
-              valid: Callable[[], bool], on_hit: Callable[[int, int, float], None] | None,
-              exact: bool, reshuffle: Callable[[DNSRecord], None] | None, proto: str,
-              limit: int, renew: Callable[..., object] | None = None) -> None:
-        """Store a sent reply as a prepared answer; with ``reshuffle`` (loadbalance), in a
-        few record orders served in turn."""
-        variants: list[bytes] = []
+        reshuffle = reply.__dict__.get("reshuffle")
+        again = None
         if reshuffle is not None:
+            def again() -> bytes:
+                reshuffle(reply)
+                return _pack(reply, limit)
+        self._keep(key, wire, valid, on_hit, bool(reply.__dict__.get("case_sensitive")), again,
+                   req.proto, reply.__dict__.get("renew"))
+
+    def _keep(self, key: tuple[bytes, int], wire: bytes, valid: Callable[[], bool],
+              on_hit: Callable[[int, int, float], None] | None, exact: bool,
+              again: Callable[[], bytes] | None, proto: str,
+              renew: Callable[..., object] | None = None) -> None:
+        """Store a sent reply as a prepared answer.  When loadbalance shuffles it, ``again``
+        packs it in another order, and a few orders are kept and served in turn."""
+        variants: list[bytes] = []
+        if again is not None:
             variants.append(wire)
             moved = reorderings(wire, PREPARED_ORDERS - 1)  # cheap: moves record bytes
             if moved is not None:
@@ -375,9 +401,7 @@ class Engine:
                 if not moved:
                     variants.clear()  # nothing left to shuffle (e.g. after truncation)
             else:
-                for _ in range(PREPARED_ORDERS - 1):
-                    reshuffle(reply)
-                    variants.append(_pack(reply, limit))
+                variants.extend(again() for _ in range(PREPARED_ORDERS - 1))
         self.prepared.store(key[0], key[1], wire, valid, on_hit, exact=exact,
                             variants=tuple(variants) or None, renew=renew)
 
@@ -464,32 +488,72 @@ def _drop_unfittable(reply: DNSRecord, limit: int) -> None:
 
 
 def _cut(reply: DNSRecord, data: bytes, ends: list[int], limit: int) -> bytes | None:
-    """Truncate a packed reply by cutting its bytes: the records that fit (the longest
-    prefix, sections in order), then the OPT record, with TC set.  Compression points only
-    backwards, so the prefix is what packing those records alone writes.  ``reply`` is
-    trimmed to match.  None when the OPT record is not last or not even the question fits."""
+    """Truncate a packed reply by cutting its bytes (see ``_cut_wire``); ``reply`` is trimmed
+    to match.  None when the OPT record is not last or not even the question fits."""
     answers, auth, extra = reply.rr, reply.auth, reply.ar
     opt = 1 if extra and extra[-1].rtype == QTYPE.OPT else 0
     if any(rr.rtype == QTYPE.OPT for rr in extra[: len(extra) - opt]):
         return None
+    cut = _cut_wire(data, ends, limit, len(answers), len(auth), opt)
+    if cut is None:
+        return None
+    wire, an, ns, ar = cut
+    reply.rr, reply.auth = answers[:an], auth[:ns]
+    reply.ar = extra[:ar] + extra[len(extra) - opt:]
+    reply.header.tc = 1
+    return wire
+
+
+def _cut_wire(data: bytes, ends: list[int], limit: int, n_an: int, n_ns: int,
+              opt: int) -> tuple[bytes, int, int, int] | None:
+    """Truncate a packed reply by cutting its bytes: the records that fit (the longest
+    prefix, sections in order), then the OPT record (when ``opt``, last), with TC set.
+    Compression points only backwards, so the prefix is what packing those records alone
+    writes.  ``ends``: where the question and each record end.  Returns the bytes and the
+    answer, authority and additional (OPT excluded) counts kept; None when not even the
+    question fits."""
     opt_start = ends[-1 - opt]
     room = limit - (len(data) - opt_start)
     if ends[0] > room:
         return None
     kept = bisect_right(ends, room, 1, len(ends) - opt) - 1  # records that fit
-    n_an, n_ns = len(answers), len(auth)
     an = min(kept, n_an)
     ns = min(max(kept - n_an, 0), n_ns)
     ar = max(kept - n_an - n_ns, 0)
-    reply.rr, reply.auth = answers[:an], auth[:ns]
-    reply.ar = extra[:ar] + extra[len(extra) - opt:]
-    reply.header.tc = 1
     head = _COUNTS.pack(((data[2] << 8) | data[3]) | 0x0200, (data[4] << 8) | data[5], an, ns,
                         ar + opt)
-    return data[:2] + head + data[12 : ends[kept]] + data[opt_start:]
+    return data[:2] + head + data[12 : ends[kept]] + data[opt_start:], an, ns, ar
+
+
+def _pack_light(packer: light.Packer, head: bytes, sections: tuple[list, list, list], opt: bytes,
+                limit: int) -> tuple[bytes, tuple[list, list, list], bytes]:
+    """``_pack`` for light records: the reply within ``limit`` bytes, the records it
+    holds, and its first four bytes (TC set when records were left out)."""
+    wire, kept = packer.pack(head, sections, opt, limit)
+    answers, auth, extra = sections
+    if kept == len(answers) + len(auth) + len(extra):
+        return wire, sections, head
+    an = min(kept, len(answers))
+    ns = min(kept - an, len(auth))
+    return wire, (answers[:an], auth[:ns], extra[: kept - an - ns]), wire[:4]
 
 
 _COUNTS = struct.Struct("!HHHHH")
+_RCODE_NAMES = {code: RCODE.get(code) for code in range(6)}
+
+
+def _metrics() -> Any:
+    """dnsd.metrics (imported on first use: it imports the plugins, which import this)."""
+    global _METRICS
+    if _METRICS is None:
+        from dnsd import metrics
+
+        _METRICS = metrics
+    return _METRICS
+
+
+_METRICS: Any = None
+_U16 = struct.Struct("!H")
 
 
 def _header_reply(query: DNSRecord, rcode: int) -> DNSRecord:

@@ -23,18 +23,17 @@ time; exits 1 unless exceptions are 0.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import collections
 import contextlib
 import json
-import multiprocessing
 import random
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
+
+import fuzz_support
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -202,13 +201,8 @@ def worker(args: tuple[int, int]) -> dict[str, Any]:
             reasons[exc.reason] += 1
             continue
         except Exception as exc:  # noqa: BLE001 - what we are counting
-            stats["exceptions"] += 1
-            tb = traceback.extract_tb(exc.__traceback__)[-1]
-            sig = f"{type(exc).__name__} at {Path(tb.filename).name}:{tb.lineno}"
-            signatures[sig] += 1
-            if signatures[sig] <= 2:
-                stats["examples"].append(f"{sig}\n{value[:2000]!r} {namespace!r} {link_local} {primary!r}\n"
-                                         f"{traceback.format_exc()}")
+            fuzz_support.record_exception(stats, signatures, exc,
+                                          f"{value[:2000]!r} {namespace!r} {link_local} {primary!r}")
             continue
         stats["parsed"] += 1
         stats["attachments"] += len(atts)
@@ -219,39 +213,20 @@ def worker(args: tuple[int, int]) -> dict[str, Any]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--inputs", type=int, default=1_000_000)
-    p.add_argument("--workers", type=int, default=max(1, min(2, multiprocessing.cpu_count())))
-    p.add_argument("--seed", type=int, default=1)
-    a = p.parse_args()
-    per = a.inputs // a.workers
-    jobs = [(per + (1 if i < a.inputs % a.workers else 0), a.seed * 1000 + i) for i in range(a.workers)]
-    start = time.monotonic()
-    if a.workers == 1:
-        results = [worker(jobs[0])]
-    else:
-        with multiprocessing.get_context("spawn").Pool(a.workers) as pool:
-            results = pool.map(worker, jobs)
-    took = time.monotonic() - start
-    total = {k: sum(r[k] for r in results) for k in ("inputs", "exceptions", "parsed", "rejected",
-                                                      "attachments", "bytes")}
+    a = fuzz_support.arguments(__doc__, "inputs").parse_args()
+    results, took = fuzz_support.run(worker, a.inputs, a.workers, a.seed)
+    total = fuzz_support.totals(results, ("inputs", "exceptions", "parsed", "rejected",
+                                          "attachments", "bytes"))
     reasons: collections.Counter[str] = collections.Counter()
-    signatures: collections.Counter[str] = collections.Counter()
     for r in results:
         reasons.update(r["reasons"])
-        signatures.update(r["signatures"])
     print(f"seed annotations: {results[0]['seeds']} (the network-status annotations written in the tests)")
     print(f"inputs fuzzed:    {total['inputs']:,} ({total['bytes'] / max(1, total['inputs']):,.0f} characters on average)")
     print(f"exceptions:       {total['exceptions']}")
     print(f"parsed / AnnotationError: {total['parsed']:,} ({total['attachments']:,} attachments) / "
           f"{total['rejected']:,} {dict(reasons.most_common())}")
-    print(f"time:             {took:.1f} s ({total['inputs'] / took:,.0f} inputs/s, "
-          f"{a.workers} worker(s), seed {a.seed})")
-    for sig, count in signatures.most_common():
-        print(f"exception {sig}: {count}")
-    for r in results:
-        for ex in r["examples"][:6]:
-            print("---", ex)
+    fuzz_support.print_time(took, total["inputs"], "inputs", a.workers, a.seed)
+    fuzz_support.print_failures(results)
     return 0 if total["exceptions"] == 0 else 1
 
 

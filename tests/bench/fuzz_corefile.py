@@ -25,12 +25,10 @@ plugin setups and time; exits 1 unless exceptions, hangs and forbidden side effe
 
 from __future__ import annotations
 
-import argparse
 import ast
 import collections
 import contextlib
 import logging
-import multiprocessing
 import os
 import random
 import signal
@@ -40,6 +38,8 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+import fuzz_support
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -380,12 +380,7 @@ def worker(args: tuple[int, int, float]) -> dict[str, Any]:
             if stats["hangs"] <= 3:
                 stats["examples"].append(f"HANG (> {hang:g} s) on {text!r}")
         except Exception as exc:  # noqa: BLE001 - what we are counting
-            stats["exceptions"] += 1
-            tb = traceback.extract_tb(exc.__traceback__)[-1]
-            sig = f"{type(exc).__name__} at {Path(tb.filename).name}:{tb.lineno}"
-            signatures[sig] += 1
-            if signatures[sig] <= 2:
-                stats["examples"].append(f"{sig}\n{text!r}\n{traceback.format_exc()}")
+            fuzz_support.record_exception(stats, signatures, exc, repr(text))
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         took = time.perf_counter() - t
@@ -406,23 +401,12 @@ def worker(args: tuple[int, int, float]) -> dict[str, Any]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--inputs", type=int, default=1_000_000)
-    p.add_argument("--workers", type=int, default=max(1, min(2, multiprocessing.cpu_count())))
-    p.add_argument("--seed", type=int, default=1)
+    p = fuzz_support.arguments(__doc__, "inputs")
     p.add_argument("--hang", type=float, default=10.0, help="seconds one input may take")
     a = p.parse_args()
-    per = a.inputs // a.workers
-    jobs = [(per + (1 if i < a.inputs % a.workers else 0), a.seed * 1000 + i, a.hang) for i in range(a.workers)]
-    start = time.monotonic()
-    if a.workers == 1:
-        results = [worker(jobs[0])]
-    else:
-        with multiprocessing.get_context("spawn").Pool(a.workers) as pool:
-            results = pool.map(worker, jobs)
-    took = time.monotonic() - start
-    total = {k: sum(r[k] for r in results) for k in ("inputs", "exceptions", "hangs", "built",
-                                                      "corefile_errors", "bytes")}
+    results, took = fuzz_support.run(worker, a.inputs, a.workers, a.seed, a.hang)
+    total = fuzz_support.totals(results, ("inputs", "exceptions", "hangs", "built",
+                                          "corefile_errors", "bytes"))
     events: collections.Counter[str] = collections.Counter()
     for r in results:
         events.update(r["events"])
@@ -454,16 +438,8 @@ def main() -> int:
     slowest = sorted((s for r in results for s in r["slowest"]), key=lambda s: -s[0])[:3]
     for t, text in slowest:
         print(f"slow input: {t * 1e3:.1f} ms: {text[:300]!r}")
-    print(f"time:             {took:.1f} s ({total['inputs'] / took:,.0f} inputs/s, "
-          f"{a.workers} worker(s), seed {a.seed})")
-    signatures: collections.Counter[str] = collections.Counter()
-    for r in results:
-        signatures.update(r["signatures"])
-    for sig, count in signatures.most_common():
-        print(f"exception {sig}: {count}")
-    for r in results:
-        for ex in r["examples"][:6]:
-            print("---", ex)
+    fuzz_support.print_time(took, total["inputs"], "inputs", a.workers, a.seed)
+    fuzz_support.print_failures(results)
     threads_started = any(r["threads"][1] > r["threads"][0] for r in results)
     ok = total["exceptions"] == total["hangs"] == 0 and not forbidden and not threads_started
     return 0 if ok else 1

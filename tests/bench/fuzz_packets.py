@@ -16,15 +16,14 @@ ERROR log lines, replies/drops, time; exits 1 unless all three failure counts ar
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import multiprocessing
 import random
 import sys
-import time
 import traceback
 from pathlib import Path
+
+import fuzz_support
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "reliability")]
@@ -94,21 +93,9 @@ def worker(args: tuple[int, int]) -> dict[str, object]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--packets", type=int, default=1_000_000)
-    p.add_argument("--workers", type=int, default=max(1, min(2, multiprocessing.cpu_count())))
-    p.add_argument("--seed", type=int, default=1)
-    a = p.parse_args()
-    per = a.packets // a.workers
-    jobs = [(per + (1 if i < a.packets % a.workers else 0), a.seed * 1000 + i) for i in range(a.workers)]
-    start = time.monotonic()
-    if a.workers == 1:
-        results = [worker(jobs[0])]
-    else:
-        with multiprocessing.get_context("spawn").Pool(a.workers) as pool:
-            results = pool.map(worker, jobs)
-    took = time.monotonic() - start
-    total = {k: sum(r[k] for r in results) for k in results[0] if k != "examples"}  # type: ignore[misc]
+    a = fuzz_support.arguments(__doc__, "packets").parse_args()
+    results, took = fuzz_support.run(worker, a.packets, a.workers, a.seed)
+    total = fuzz_support.totals(results, [k for k in results[0] if k != "examples"])
     print(f"packets fuzzed:   {total['packets']:,}")
     print(f"exceptions:       {total['exceptions']}")
     print(f"bad replies:      {total['bad_replies']}")
@@ -116,11 +103,8 @@ def main() -> int:
     print(f"replies / drops:  {total['replies']:,} / {total['dropped']:,} "
           f"(hot-path hits {total['hot_hits']:,}, transfer messages after the first "
           f"{total['stream_messages']:,})")
-    print(f"time:             {took:.1f} s ({total['packets'] / took:,.0f} packets/s, "
-          f"{a.workers} worker(s), seed {a.seed})")
-    for r in results:
-        for ex in r["examples"]:  # type: ignore[union-attr]
-            print("---", ex)
+    fuzz_support.print_time(took, total["packets"], "packets", a.workers, a.seed)
+    fuzz_support.print_failures(results)
     return 0 if total["exceptions"] == total["bad_replies"] == total["error_logs"] == 0 else 1
 
 

@@ -766,12 +766,45 @@ def category_table(runs: list[ServerRun]) -> str:
     return table(headers, rows)
 
 
+def extras_row(extras: list[DnsdExtras], label: str, fn: Callable[[DnsdExtras], str]) -> list[str]:
+    """A row of a dnsd-only table: ``label``, then ``fn`` of each cluster's measurements."""
+    return [label] + [fn(e) for e in extras]
+
+
+def memory_rows(extras: list[DnsdExtras], after_ready: list[list[str]] | None = None,
+                peak: bool = False) -> list[list[str]]:
+    """The start-up and memory rows of the full report and of the --memory-only one: the
+    timings up to /ready, ``after_ready``, then RSS (``peak``: with the VmHWM row) and bytes
+    per object."""
+
+    def row(label: str, fn: Callable[[DnsdExtras], str]) -> list[str]:
+        return extras_row(extras, label, fn)
+
+    rows = [
+        row("services / endpoint addresses", lambda e: f"{e.services:,} / {e.endpoints:,}"),
+        row("start -> first list request (s)", lambda e: _fmt(e.to_first_list_s, 2)),
+        row("list requests served (s)", lambda e: _fmt(e.list_served_s, 2)),
+        row("list returned -> /ready 200 (s)", lambda e: _fmt(e.list_end_to_ready_s, 2)),
+        row("start -> /ready 200 (s)", lambda e: _fmt(e.ready_s, 2)),
+        *(after_ready or []),
+        row("RSS at ready (MiB)", lambda e: _fmt(e.rss_ready_mib, 1)),
+    ]
+    if peak:
+        rows.append(row("peak RSS up to then (VmHWM, MiB)", lambda e: _fmt(e.rss_peak_mib, 1)))
+    return rows + [
+        row("RSS empty cluster / services only (MiB)",
+            lambda e: f"{_fmt(e.rss_empty_mib, 1)} / {_fmt(e.rss_services_only_mib, 1)}"),
+        row("bytes per Service", lambda e: _fmt(e.bytes_per_service)),
+        row("bytes per endpoint address", lambda e: _fmt(e.bytes_per_endpoint)),
+    ]
+
+
 def extras_table(extras: list[DnsdExtras], runs: list[ServerRun]) -> str:
     headers = ["measurement"] + [e.cluster for e in extras]
     unbound_start = {r.cluster: r.start_s for r in runs if r.server == "unbound"}
 
     def row(label: str, fn: Callable[[DnsdExtras], str]) -> list[str]:
-        return [label] + [fn(e) for e in extras]
+        return extras_row(extras, label, fn)
 
     def watch_cell(kind: str) -> Callable[[DnsdExtras], str]:
         def cell(e: DnsdExtras) -> str:
@@ -782,18 +815,11 @@ def extras_table(extras: list[DnsdExtras], runs: list[ServerRun]) -> str:
         return cell
 
     rows = [
-        row("services / endpoint addresses", lambda e: f"{e.services:,} / {e.endpoints:,}"),
-        row("start -> first list request (s)", lambda e: _fmt(e.to_first_list_s, 2)),
-        row("list requests served (s)", lambda e: _fmt(e.list_served_s, 2)),
-        row("list returned -> /ready 200 (s)", lambda e: _fmt(e.list_end_to_ready_s, 2)),
-        row("start -> /ready 200 (s)", lambda e: _fmt(e.ready_s, 2)),
-        row("start -> first DNS answer (s)", lambda e: _fmt(e.first_answer_s, 2)),
-        row("unbound start -> first answer (s)", lambda e: _fmt(unbound_start.get(e.cluster, math.nan), 2)),
-        row("RSS at ready (MiB)", lambda e: _fmt(e.rss_ready_mib, 1)),
-        row("RSS empty cluster / services only (MiB)",
-            lambda e: f"{_fmt(e.rss_empty_mib, 1)} / {_fmt(e.rss_services_only_mib, 1)}"),
-        row("bytes per Service", lambda e: _fmt(e.bytes_per_service)),
-        row("bytes per endpoint address", lambda e: _fmt(e.bytes_per_endpoint)),
+        *memory_rows(extras, after_ready=[
+            row("start -> first DNS answer (s)", lambda e: _fmt(e.first_answer_s, 2)),
+            row("unbound start -> first answer (s)",
+                lambda e: _fmt(unbound_start.get(e.cluster, math.nan), 2)),
+        ]),
         row("first-answer QPS (distinct names, once each)",
             lambda e: f"{_fmt(e.unique_qps)} ({e.unique_queries:,} q, lost {e.unique_lost})"),
         row("first-answer QPS per core", lambda e: _fmt(e.unique_qps_per_core)),
@@ -864,11 +890,20 @@ def environment(cores: Cores) -> dict[str, str]:
     }
 
 
+def environment_lines(bench: Bench) -> list[str]:
+    """The reports' "Environment" section: what ``environment`` found, and the load at the end."""
+    return ["## Environment", "", *(f"- {k}: {v}" for k, v in bench.env.items()),
+            f"- load average at end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}"]
+
+
+def notes_lines(bench: Bench) -> list[str]:
+    """The notes each cluster's dnsd-only measurements left, one line each."""
+    return [f"- {e.cluster}: {n}" for e in bench.extras for n in e.notes]
+
+
 def report(bench: Bench, settings: Settings) -> str:
     lines = [
-        "## Environment", "",
-        *(f"- {k}: {v}" for k, v in bench.env.items()),
-        f"- load average at end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
+        *environment_lines(bench),
         f"- runs: {settings.seconds:g} s per measured run, query mix of {settings.mix_lines:,} "
         f"lines ({', '.join(f'{c} {int(100 * s)}%' for c, s in model.MIX)})",
         "", "## dnsd vs unbound", "",
@@ -894,37 +929,17 @@ def report(bench: Bench, settings: Settings) -> str:
         if r.server == "dnsd" and not math.isnan(r.cpu_busy) and r.cpu_busy < 0.85:
             lines.append(f"- dnsd on {r.cluster} used only {r.cpu_busy:.2f} of its core at max QPS "
                          "(another process took the core, or the client was the limit)")
-    for e in bench.extras:
-        lines.extend(f"- {e.cluster}: {n}" for n in e.notes)
+    lines.extend(notes_lines(bench))
     return "\n".join(lines)
 
 
 def memory_report(bench: Bench) -> str:
     """The --memory-only report: the start-up and memory rows of the dnsd-only table."""
     headers = ["measurement"] + [e.cluster for e in bench.extras]
-
-    def row(label: str, fn: Callable[[DnsdExtras], str]) -> list[str]:
-        return [label] + [fn(e) for e in bench.extras]
-
-    rows = [
-        row("services / endpoint addresses", lambda e: f"{e.services:,} / {e.endpoints:,}"),
-        row("start -> first list request (s)", lambda e: _fmt(e.to_first_list_s, 2)),
-        row("list requests served (s)", lambda e: _fmt(e.list_served_s, 2)),
-        row("list returned -> /ready 200 (s)", lambda e: _fmt(e.list_end_to_ready_s, 2)),
-        row("start -> /ready 200 (s)", lambda e: _fmt(e.ready_s, 2)),
-        row("RSS at ready (MiB)", lambda e: _fmt(e.rss_ready_mib, 1)),
-        row("peak RSS up to then (VmHWM, MiB)", lambda e: _fmt(e.rss_peak_mib, 1)),
-        row("RSS empty cluster / services only (MiB)",
-            lambda e: f"{_fmt(e.rss_empty_mib, 1)} / {_fmt(e.rss_services_only_mib, 1)}"),
-        row("bytes per Service", lambda e: _fmt(e.bytes_per_service)),
-        row("bytes per endpoint address", lambda e: _fmt(e.bytes_per_endpoint)),
-    ]
-    lines = ["## Environment", "", *(f"- {k}: {v}" for k, v in bench.env.items()),
-             f"- load average at end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
+    lines = [*environment_lines(bench),
              "", "## dnsd start-up and memory", "",
-             table(headers, rows, numeric_from=len(headers)), ""]
-    for e in bench.extras:
-        lines.extend(f"- {e.cluster}: {n}" for n in e.notes)
+             table(headers, memory_rows(bench.extras, peak=True), numeric_from=len(headers)), "",
+             *notes_lines(bench)]
     return "\n".join(lines)
 
 

@@ -23,6 +23,17 @@ import dns.opcode
 import dns.query
 import dns.rcode
 import pytest
+from socket_support import (
+    ADDR,
+    closed_by_peer,
+    frame,
+    header,
+    question,
+    recv_frame,
+    tcp_connect,
+    tcp_exchange,
+    udp_exchange,
+)
 from support import Dnsd, dig, free_port, query
 
 from dnsd.serve import tcp
@@ -66,67 +77,6 @@ def server() -> Iterator[Server]:
 
 
 # --- raw client helpers ------------------------------------------------------------------------
-
-ADDR = "127.0.0.1"
-
-
-def header(qid: int, flags: int = 0x0100, qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0) -> bytes:
-    return struct.pack("!6H", qid, flags, qd, an, ns, ar)
-
-
-def question(labels: list[bytes], qtype: int = 1, qclass: int = 1) -> bytes:
-    return b"".join(bytes([len(x)]) + x for x in labels) + b"\x00" + struct.pack("!HH", qtype, qclass)
-
-
-def udp_exchange(port: int, data: bytes, timeout: float = 2.0) -> bytes | None:
-    """Send one datagram; the reply, or None if nothing came back within ``timeout``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.sendto(data, (ADDR, port))
-        try:
-            return s.recv(65535)
-        except TimeoutError:
-            return None
-
-
-def tcp_connect(port: int, timeout: float = 5.0) -> socket.socket:
-    return socket.create_connection((ADDR, port), timeout=timeout)
-
-
-def frame(data: bytes) -> bytes:
-    return len(data).to_bytes(2, "big") + data
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise EOFError(f"connection closed after {len(out)} of {n} bytes")
-        out += chunk
-    return out
-
-
-def recv_frame(sock: socket.socket) -> bytes:
-    size = int.from_bytes(recv_exact(sock, 2), "big")
-    return recv_exact(sock, size)
-
-
-def tcp_exchange(port: int, data: bytes) -> bytes:
-    with tcp_connect(port) as s:
-        s.sendall(frame(data))
-        return recv_frame(s)
-
-
-def closed_by_peer(sock: socket.socket, within: float) -> bool:
-    """True when the server closes (EOF or reset) within ``within`` seconds."""
-    sock.settimeout(within)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
 
 
 def rcode(wire: bytes | None) -> int:

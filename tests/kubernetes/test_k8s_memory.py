@@ -38,6 +38,7 @@ from dnsd.plugins.kubernetes.answer import Options, answer
 from dnsd.plugins.kubernetes.index import Index
 from dnsd.plugins.kubernetes.plugin import release_free_memory
 from dnsd.plugins.kubernetes.reflector import ApiCall, Reflector
+from dnsd.wire.light import to_rr
 
 NS = "mem"
 Z = "cluster.local."
@@ -284,7 +285,7 @@ def test_core_endpoints_keep_their_subset_ports() -> None:
 def ask(ix: Index, name: str, qtype: str) -> tuple[int, list[str]]:
     zone = "in-addr.arpa." if name.endswith("in-addr.arpa.") else Z
     res = answer(ix, Options(), name, getattr(__import__("dnslib").QTYPE, qtype), zone)
-    return res.rcode, sorted(str(rr.rdata) for rr in res.answer)
+    return res.rcode, sorted(str(to_rr(rr).rdata) for rr in res.answer)
 
 
 def test_one_address_owned_by_many_services() -> None:

@@ -31,6 +31,7 @@ from dnsd.plugins.kubernetes.secondary import (
 )
 from dnsd.plugins.kubernetes.setup import SecondaryConfig, parse_secondary
 from dnsd.serve.runtime import Runtime
+from dnsd.wire.light import to_rr
 
 STATUS = "k8s.v1.cni.cncf.io/network-status"
 LEGACY = "k8s.v1.cni.cncf.io/networks-status"
@@ -373,7 +374,7 @@ def slice_obj(name: str, svc: str, family: str, endpoints: list[tuple[list[str],
 def ask(ix: Index, opt: Options, name: str, qtype: str) -> tuple[int, list[str]]:
     zone = next(z for z in ("in-addr.arpa.", "ip6.arpa.", "cluster.local.") if name.endswith(z))
     res = answer(ix, opt, name, getattr(QTYPE, qtype), zone)
-    return res.rcode, sorted(str(rr.rdata) for rr in res.answer)
+    return res.rcode, sorted(str(to_rr(rr).rdata) for rr in res.answer)
 
 
 def load(ix: Index, sec: Secondary, pods: list[dict[str, Any]], services: list[dict[str, Any]],

@@ -18,10 +18,11 @@ so that recovery after a long outage stays within a short test run; the outage l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 from k8s_support import port, service
-from upstream import serve_corefile
+from upstream import Running, serve_corefile
 
 from dnsd.devcluster import DevCluster
 from dnsd.plugins.kubernetes import objects, reflector
@@ -216,15 +217,34 @@ def report(what: str, q: Querier, took: float) -> None:
     print(f"\n[{what}] queries={q.asked} failures={len(q.failures)} converged_in={took:.1f}s")
 
 
+@contextlib.asynccontextmanager
+async def scenario(cluster: DevCluster) -> AsyncIterator[tuple[Running, Any]]:
+    """The cluster served in-process, once its index matches the API and the three reflectors
+    watch: the server and its kubernetes plugin."""
+    async with serve_corefile(corefile(cluster)) as srv:
+        plugin = srv.plugin("kubernetes")
+        await converged(plugin, cluster)
+        await settle(cluster)
+        yield srv, plugin
+
+
+async def recovered(what: str, q: Querier, took: float, srv: Running, cluster: DevCluster,
+                    min_asked: float | None = None) -> None:
+    """After the fault: report, no query failed (``min_asked``: and at least that many were
+    asked), and every name of the API answers."""
+    report(what, q, took)
+    assert q.failures == [], q.failures[:10]
+    if min_asked is not None:
+        assert q.asked >= min_asked
+    await asyncio.to_thread(check_every_name, srv.port, cluster)
+
+
 # --- the faults ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(OUTAGE + 120)
 async def test_api_server_gone(cluster: DevCluster) -> None:
-    async with serve_corefile(corefile(cluster)) as srv:
-        plugin = srv.plugin("kubernetes")
-        await converged(plugin, cluster)
-        await settle(cluster)
+    async with scenario(cluster) as (srv, plugin):
         async with Querier(srv.port, known_names(cluster, range(0, 30))) as q:
             cluster.faults.down()
             # The world moves on while dnsd cannot see it.
@@ -236,17 +256,11 @@ async def test_api_server_gone(cluster: DevCluster) -> None:
             cluster.faults.up()
             took = await converged(plugin, cluster)
             await asyncio.sleep(0.3)
-        report(f"api server gone {OUTAGE:g}s", q, took)
-        assert q.failures == [], q.failures[:10]
-        assert q.asked >= OUTAGE * 20
-        await asyncio.to_thread(check_every_name, srv.port, cluster)
+        await recovered(f"api server gone {OUTAGE:g}s", q, took, srv, cluster, min_asked=OUTAGE * 20)
 
 
 async def test_error_bursts(cluster: DevCluster) -> None:
-    async with serve_corefile(corefile(cluster)) as srv:
-        plugin = srv.plugin("kubernetes")
-        await converged(plugin, cluster)
-        await settle(cluster)
+    async with scenario(cluster) as (srv, plugin):
         async with Querier(srv.port, known_names(cluster, range(0, 30))) as q:
             for code in (500, 503, 429):
                 cluster.faults.error_burst(6, code)
@@ -256,16 +270,11 @@ async def test_error_bursts(cluster: DevCluster) -> None:
                 cluster.delete("Service", svc_name(30 + code % 10), NS)
                 await asyncio.sleep(1.0)
             took = await converged(plugin, cluster)
-        report("5xx bursts", q, took)
-        assert q.failures == [], q.failures[:10]
-        await asyncio.to_thread(check_every_name, srv.port, cluster)
+        await recovered("5xx bursts", q, took, srv, cluster)
 
 
 async def test_watches_cut_mid_stream_and_mid_json(cluster: DevCluster) -> None:
-    async with serve_corefile(corefile(cluster)) as srv:
-        plugin = srv.plugin("kubernetes")
-        await converged(plugin, cluster)
-        await settle(cluster)
+    async with scenario(cluster) as (srv, plugin):
         async with Querier(srv.port, known_names(cluster, range(0, 30))) as q:
             for round_ in range(4):
                 before = watch_requests(cluster)
@@ -278,16 +287,11 @@ async def test_watches_cut_mid_stream_and_mid_json(cluster: DevCluster) -> None:
                 cluster.delete("Service", svc_name(30 + round_), NS)
                 await settle(cluster, since=before)
             took = await converged(plugin, cluster)
-        report("watches cut", q, took)
-        assert q.failures == [], q.failures[:10]
-        await asyncio.to_thread(check_every_name, srv.port, cluster)
+        await recovered("watches cut", q, took, srv, cluster)
 
 
 async def test_every_watch_gone_410_for_a_while(cluster: DevCluster) -> None:
-    async with serve_corefile(corefile(cluster)) as srv:
-        plugin = srv.plugin("kubernetes")
-        await converged(plugin, cluster)
-        await settle(cluster)
+    async with scenario(cluster) as (srv, plugin):
         async with Querier(srv.port, known_names(cluster, range(0, 30))) as q:
             cluster.faults.expire_all_watches()
             for i in range(3):
@@ -296,16 +300,11 @@ async def test_every_watch_gone_410_for_a_while(cluster: DevCluster) -> None:
                 await asyncio.sleep(1.0)
             cluster.faults.clear()
             took = await converged(plugin, cluster)
-        report("410 on every watch", q, took)
-        assert q.failures == [], q.failures[:10]
-        await asyncio.to_thread(check_every_name, srv.port, cluster)
+        await recovered("410 on every watch", q, took, srv, cluster)
 
 
 async def test_very_slow_lists(cluster: DevCluster) -> None:
-    async with serve_corefile(corefile(cluster)) as srv:
-        plugin = srv.plugin("kubernetes")
-        await converged(plugin, cluster)
-        await settle(cluster)
+    async with scenario(cluster) as (srv, plugin):
         async with Querier(srv.port, known_names(cluster, range(0, 30))) as q:
             cluster.faults.slow_lists(3.0)
             cluster.faults.expire_all_watches()  # every reflector must list again, slowly
@@ -319,16 +318,11 @@ async def test_very_slow_lists(cluster: DevCluster) -> None:
             assert "while-listing" not in {k[1] for k in plugin.index.services}
             took = await converged(plugin, cluster)
             cluster.faults.clear()
-        report("slow lists", q, took)
-        assert q.failures == [], q.failures[:10]
-        await asyncio.to_thread(check_every_name, srv.port, cluster)
+        await recovered("slow lists", q, took, srv, cluster)
 
 
 async def test_relist_returns_a_very_different_world(cluster: DevCluster) -> None:
-    async with serve_corefile(corefile(cluster)) as srv:
-        plugin = srv.plugin("kubernetes")
-        await converged(plugin, cluster)
-        await settle(cluster)
+    async with scenario(cluster) as (srv, plugin):
         survivors = range(0, 40, 2)  # every other service survives
         async with Querier(srv.port, known_names(cluster, survivors)) as q:
             cluster.faults.expire_all_watches()
@@ -343,9 +337,7 @@ async def test_relist_returns_a_very_different_world(cluster: DevCluster) -> Non
             await asyncio.sleep(1.5)
             cluster.faults.clear()
             took = await converged(plugin, cluster)
-        report("very different world", q, took)
-        assert q.failures == [], q.failures[:10]
-        await asyncio.to_thread(check_every_name, srv.port, cluster)
+        await recovered("very different world", q, took, srv, cluster)
         for name in gone[:3]:
             r = await asyncio.to_thread(dns.query.udp, dns.message.make_query(
                 f"{name}.{NS}.svc.{ZONE}", "A"), "127.0.0.1", port=srv.port, timeout=3)

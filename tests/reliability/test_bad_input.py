@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import random
-import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from k8s_support import fixture_objects
+from socket_support import closed_by_peer, frame_exchange, tcp_connect, tcp_exchange, udp_ask
 from support import ROOT, query
 from upstream import serve_corefile
 
@@ -482,31 +482,6 @@ def test_annotation_parser_extremes() -> None:
 # --- TCP frames and reply sizes through the sockets -----------------------------------------------
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise EOFError
-        out += chunk
-    return out
-
-
-def exchange(sock: socket.socket, data: bytes) -> bytes:
-    sock.sendall(struct.pack("!H", len(data)) + data)
-    return recv_exact(sock, struct.unpack("!H", recv_exact(sock, 2))[0])
-
-
-def closed(sock: socket.socket, within: float = 3.0) -> bool:
-    sock.settimeout(within)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
 def big_zone(tmp: Path) -> Path:
     lines = ["$ORIGIN big.test.", "$TTL 60", "@ IN SOA ns hostmaster 1 3600 600 86400 60", "@ IN NS ns",
              "ns IN A 192.0.2.1"]
@@ -520,23 +495,21 @@ def big_zone(tmp: Path) -> Path:
 async def test_tcp_frames_of_0_and_64k_bytes(tmp_path: Path) -> None:
     async with serve_corefile(f"big.test:{{PORT}} {{\n file {big_zone(tmp_path)}\n}}\n.:{{PORT}} {{\n whoami\n}}\n") as srv:
         def check() -> None:
-            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            with tcp_connect(srv.port) as s:
                 s.sendall(b"\x00\x00")  # a zero-length frame: the server hangs up
-                assert closed(s)
+                assert closed_by_peer(s, 3.0)
             q = dns.message.make_query("whoami.test.", "A")
-            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            with tcp_connect(srv.port) as s:
                 # 65535 bytes: a real query followed by junk up to the largest frame
                 data = q.to_wire()
-                reply = exchange(s, data + b"\xee" * (65535 - len(data)))
+                reply = frame_exchange(s, data + b"\xee" * (65535 - len(data)))
                 assert reply[:2] == data[:2] and reply[2] & 0x80
                 # 65535 bytes of junk: an error reply or nothing, and the connection still works
                 junk = bytes([0x12, 0x34, 0x01, 0x00]) + random.Random(1).randbytes(65531)
-                s.sendall(struct.pack("!H", len(junk)) + junk)
-                head = recv_exact(s, 2)
-                assert recv_exact(s, struct.unpack("!H", head)[0])[:2] == b"\x12\x34"
-                again = exchange(s, data)
+                assert frame_exchange(s, junk)[:2] == b"\x12\x34"
+                again = frame_exchange(s, data)
                 assert dns.message.from_wire(again).id == q.id
-            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            with tcp_connect(srv.port) as s:
                 s.sendall(b"\xff\xff" + b"\x00" * 1000)  # promises 64 KiB, sends 1000, leaves
             assert query("whoami.test.", port=srv.port, tcp=True).rcode() == dns.rcode.NOERROR
         await asyncio.to_thread(check)
@@ -548,14 +521,7 @@ async def test_reply_sizes_within_the_client_limit(tmp_path: Path) -> None:
             q = dns.message.make_query(name, rdtype, use_edns=None if payload is None else 0,
                                        payload=payload or 512)
             data = q.to_wire()
-            if tcp:
-                with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
-                    wire = exchange(s, data)
-            else:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                    s.settimeout(5)
-                    s.sendto(data, ("127.0.0.1", srv.port))
-                    wire, _ = s.recvfrom(65535)
+            wire = tcp_exchange(srv.port, data) if tcp else udp_ask(srv.port, data, timeout=5)
             return len(wire), dns.message.from_wire(wire)
 
         def check() -> None:

@@ -40,6 +40,7 @@ import dns.query
 import dns.rcode
 import pytest
 from k8s_support import port, service, wait_for
+from socket_support import frame, frame_exchange, raw_query, tcp_connect, udp_client
 from support import ROOT, Dnsd, query
 
 from dnsd.devcluster import DevCluster
@@ -69,11 +70,6 @@ def rss_mb(pid: int) -> float:
 
 def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def raw_query(qid: int, name: str, qtype: int = 1) -> bytes:
-    wire = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\x00"
-    return struct.pack("!6H", qid, 0x0100, 1, 0, 0, 0) + wire + struct.pack("!HH", qtype, 1)
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -123,10 +119,8 @@ class Flood:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock = udp_client(self.port, 0.2)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.sock.connect(("127.0.0.1", self.port))
-        self.sock.settimeout(0.2)
         rng = random.Random(4242)
         self.packets = [
             raw_query(rng.randrange(65536),
@@ -177,10 +171,7 @@ def capacity(port_: int, seconds: float = 2.0, window: int = 200) -> float:
     """The max rate: replies per second with ``window`` queries kept in flight (the same
     query mix as the flood), so the server is never idle yet nothing is dropped."""
     rng = random.Random(99)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("127.0.0.1", port_))
-        s.settimeout(0.05)
-
+    with udp_client(port_, 0.05) as s:
         def send() -> None:
             name = (f"c{rng.getrandbits(48):x}.app.svc.cluster.local." if rng.random() < 0.8
                     else f"web-{rng.randrange(20)}.app.svc.cluster.local.")
@@ -332,9 +323,7 @@ class Prober:
 
     def __enter__(self) -> Prober:
         self._sent: dict[int, float] = {}
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.connect(("127.0.0.1", self.port))
-        self.sock.settimeout(0.2)
+        self.sock = udp_client(self.port, 0.2)
         self._threads = [threading.Thread(target=self._send, daemon=True),
                          threading.Thread(target=self._recv, daemon=True)]
         for t in self._threads:
@@ -424,8 +413,7 @@ class Loris:
         self.socks: list[socket.socket] = []
         self.slow: dict[socket.socket, bytes] = {}
         self.closed = 0
-        frame = dns.message.make_query("slow.example.org.", "A").to_wire()
-        frame = struct.pack("!H", len(frame)) + frame
+        query_frame = frame(dns.message.make_query("slow.example.org.", "A").to_wire())
         for i in range(idle + slow):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setblocking(False)
@@ -433,7 +421,7 @@ class Loris:
             self.socks.append(s)
             self.sel.register(s, selectors.EVENT_READ)
             if i >= idle:
-                self.slow[s] = frame
+                self.slow[s] = query_frame
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -482,22 +470,10 @@ def served(port_: int) -> tuple[bool, bool]:
 
 def keep_alive_client(port_: int) -> socket.socket:
     """A new TCP client that asks once and keeps its connection (it is answered)."""
-    s = socket.create_connection(("127.0.0.1", port_), timeout=3)
+    s = tcp_connect(port_, timeout=3)
     q = dns.message.make_query("www.example.org.", "A").to_wire()
-    s.sendall(struct.pack("!H", len(q)) + q)
-    size = struct.unpack("!H", _recv(s, 2))[0]
-    assert dns.message.from_wire(_recv(s, size)).answer
+    assert dns.message.from_wire(frame_exchange(s, q)).answer
     return s
-
-
-def _recv(s: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = s.recv(n - len(out))
-        if not chunk:
-            raise EOFError
-        out += chunk
-    return out
 
 
 @pytest.mark.timeout(120)

@@ -8,9 +8,9 @@ fallthrough, the pre-sync SERVFAIL and CNAME chasing through the server).  See
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from dnslib import CNAME, NS, QTYPE, TXT
+from dnslib import QTYPE
 
 from dnsd.plugins.kubernetes.index import Address, Index, ServiceView
 from dnsd.plugins.kubernetes.names import (
@@ -25,14 +25,22 @@ from dnsd.plugins.kubernetes.names import (
     reverse_to_ip,
 )
 
-# dnslib-compatible constructors without per-field validation, and shared rdata objects:
-# answers are built on the query path.
-from dnsd.wire.quick import a as A
-from dnsd.wire.quick import aaaa as AAAA
-from dnsd.wire.quick import ptr, srv
-from dnsd.wire.quick import rr as RR
+# Answers are light records (tuples), built on the query path: the direct path packs them
+# as they are, the general path turns them into dnslib records (light.to_rr).
+from dnsd.wire.light import Rec
 
 NOERROR, NXDOMAIN, REFUSED = 0, 3, 5
+# Record types as plain ints (dnslib's QTYPE.X is a Python-level attribute lookup).
+T_A = QTYPE.A
+T_AAAA = QTYPE.AAAA
+T_AXFR = QTYPE.AXFR
+T_CNAME = QTYPE.CNAME
+T_IXFR = QTYPE.IXFR
+T_NS = QTYPE.NS
+T_PTR = QTYPE.PTR
+T_SOA = QTYPE.SOA
+T_SRV = QTYPE.SRV
+T_TXT = QTYPE.TXT
 DNS_SCHEMA_VERSION = "1.1.0"
 DNS_VERSION_TTL = 28800
 
@@ -53,15 +61,15 @@ class Options:
     extra_pod_ips: dict[tuple[str, str], int] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     rcode: int = NOERROR
-    answer: list[RR] = field(default_factory=list)
-    additional: list[RR] = field(default_factory=list)
+    answer: list[Rec] = field(default_factory=list)
+    additional: list[Rec] = field(default_factory=list)
     soa: bool = False  # put the zone's SOA in authority (negative answers)
     soa_answer: bool = False  # the SOA is the answer (apex SOA query)
     chase: str = ""  # ExternalName target outside the zone to resolve through the server
-    chase_cname: RR | None = None
+    chase_cname: Rec | None = None
     # What the answer read from the index (see Index.unchanged); None = anything.
     deps: tuple[tuple[str, ...], ...] | None = None
 
@@ -76,7 +84,7 @@ class NameError_(Exception):
 
 class Entry(NamedTuple):
     """An entry of a name's record set: an address, optionally with a port and SRV target.
-    (A tuple: headless answers build one per endpoint and port.)"""
+    (A tuple: headless answers build one per endpoint and port, as plain tuples.)"""
 
     ip: str
     port: int = -1
@@ -98,9 +106,9 @@ def answer(ix: Index, opt: Options, qname: str, qtype: int, zone: str) -> Result
     if labels is None:
         return nxdomain()
     zone_spelled = qname[len(qname) - len(zone):] if zone != "." else "."
-    if qtype in (QTYPE.AXFR, QTYPE.IXFR):
+    if qtype in (T_AXFR, T_IXFR):
         return Result(rcode=REFUSED)
-    if labels and qtype == QTYPE.PTR:
+    if labels and qtype == T_PTR:
         ip = reverse_to_ip(lower)
         if ip is not None:
             res = _ptr(ix, opt, qname, ip)
@@ -138,49 +146,50 @@ def _by_name(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_sp
         # CoreDNS's Records() refuses every svc/pod-shaped name under a reverse zone
         # ("svc1.testns.svc.0.10.in-addr.arpa." is NXDOMAIN, §5.9); the bare "svc"/"pod"
         # label is still NODATA and SOA below the apex still NODATA (checked first there).
-        if qtype == QTYPE.SOA:
+        if qtype == T_SOA:
             return nodata()
         return nxdomain()
-    if qtype == QTYPE.SOA:
+    if qtype == T_SOA:
         return nodata()  # SOA below the apex: always NODATA, even for names that do not exist
-    if qtype == QTYPE.TXT and labels == ["dns-version"]:
-        return Result(answer=[RR(qname, QTYPE.TXT, ttl=DNS_VERSION_TTL, rdata=TXT(DNS_SCHEMA_VERSION))])
+    if qtype == T_TXT and labels == ["dns-version"]:
+        return Result(answer=[Rec(qname, T_TXT, DNS_VERSION_TTL, DNS_SCHEMA_VERSION)])
     try:
-        entries, view = _records(ix, opt, parsed, qtype == QTYPE.SRV)
+        entries, view = _records(ix, opt, parsed, qtype == T_SRV)
     except NameError_:
         return nxdomain()
-    if qtype == QTYPE.TXT:
+    if qtype == T_TXT:
         if parsed.shape is Shape.NS_DNS or not (entries or (view and view.svc.kind == "ExternalName")):
             return nxdomain()
         return nodata()
     if view is not None and view.svc.kind == "ExternalName":
         return _external(ix, opt, qname, qtype, zone, zone_spelled, view)
-    if qtype in (QTYPE.A, QTYPE.AAAA):
-        family = 4 if qtype == QTYPE.A else 6
-        ips = dict.fromkeys(e.ip for e in entries if e.ip and ip_family(e.ip) == family)
+    if qtype in (T_A, T_AAAA):
+        six = qtype == T_AAAA
+        ips = dict.fromkeys([ip for ip in entries if ip and (":" in ip) is six])
         if not ips:
             return nodata()
-        rtype, cls = (QTYPE.A, A) if family == 4 else (QTYPE.AAAA, AAAA)
-        return Result(answer=[RR(qname, rtype, ttl=opt.ttl, rdata=cls(ip)) for ip in ips])
-    if qtype == QTYPE.SRV and parsed.shape in (Shape.SERVICE, Shape.ENDPOINT, Shape.PORT):
+        ttl = opt.ttl
+        # (plain tuples: a NamedTuple's constructor costs a Python call per record)
+        return Result(answer=[(qname, qtype, ttl, ip) for ip in ips])
+    if qtype == T_SRV and parsed.shape in (Shape.SERVICE, Shape.ENDPOINT, Shape.PORT):
         return _srv(opt, qname, entries, zone_spelled)
     return nodata()
 
 
 def _apex(ix: Index, opt: Options, qname: str, qtype: int, zone_spelled: str) -> Result:
-    if qtype == QTYPE.SOA:
+    if qtype == T_SOA:
         return Result(soa_answer=True)
-    if qtype == QTYPE.NS:
+    if qtype == T_NS:
         res = Result()
         seen: set[str] = set()
         for name, ips in ns_records(ix, opt):
             target = f"{name}.{zone_spelled}" if zone_spelled != "." else f"{name}."
             if name not in seen:
                 seen.add(name)
-                res.answer.append(RR(qname, QTYPE.NS, ttl=opt.ttl, rdata=NS(target)))
+                res.answer.append(Rec(qname, T_NS, opt.ttl, target))
             res.additional.extend(_address_rr(target, ip, opt.ttl) for ip in ips)
         return res
-    if qtype == QTYPE.TXT:
+    if qtype == T_TXT:
         return nxdomain()
     return nodata()
 
@@ -216,17 +225,18 @@ def _exposed(ix: Index, opt: Options, ns: str) -> bool:
 
 
 def _records(ix: Index, opt: Options, p: Parsed,
-             targets: bool = True) -> tuple[list[Entry], ServiceView | None]:
-    """The record set behind a name; raises NameError_ for NXDOMAIN.  Without ``targets``
-    (only addresses are asked for) the entries' SRV targets are left empty."""
+             targets: bool = True) -> tuple[list[Any], ServiceView | None]:
+    """The record set behind a name; raises NameError_ for NXDOMAIN.  With ``targets`` (for
+    SRV) one Entry per address and port; without (only addresses are asked for) the address
+    texts, one per address that has a (matching) port, which stands for all its entries."""
     shape = p.shape
     if shape is Shape.INVALID:
         raise NameError_
     if shape is Shape.NS_DNS:
         # The addresses NS discovery found (§5.2): the ClusterIPs of the service fronting
         # this server when there is one, else the local IPs themselves.
-        ips = [ip for _, addrs in ns_records(ix, opt) for ip in addrs]
-        return [Entry(ip) for ip in dict.fromkeys(ips)], None
+        ips = list(dict.fromkeys([ip for _, addrs in ns_records(ix, opt) for ip in addrs]))
+        return ([Entry(ip) for ip in ips] if targets else ips), None
     if shape is Shape.TYPE_ONLY:
         return [], None
     if not _exposed(ix, opt, p.namespace):
@@ -238,7 +248,8 @@ def _records(ix: Index, opt: Options, p: Parsed,
             raise NameError_
         return [], None
     if shape is Shape.POD:
-        return [Entry(_pod_ip(ix, opt, p))], None
+        ip = _pod_ip(ix, opt, p)
+        return ([Entry(ip)] if targets else [ip]), None
     view = ix.views.get((p.namespace, p.service))
     if view is None:
         raise NameError_
@@ -252,7 +263,8 @@ def _records(ix: Index, opt: Options, p: Parsed,
     if shape is Shape.NET:
         from dnsd.plugins.kubernetes.secondary import net_entries
 
-        return net_entries(ix, view, p), view
+        found = net_entries(ix, view, p)
+        return (found if targets else [e.ip for e in found]), view
     if opt.noendpoints:
         addresses: list[Address] = []
     else:
@@ -261,23 +273,30 @@ def _records(ix: Index, opt: Options, p: Parsed,
         matched = [] if opt.noendpoints else view.by_label.get(p.endpoint, [])
         if not matched:
             raise NameError_
-        return [Entry(a.ip, port[2], _ep_target(a, p) if targets else "")
-                for a in matched for port in a.ports], view
+        if not targets:
+            return [a.ip for a in matched if a.ports], view
+        return [(a.ip, port[2], _ep_target(a, p)) for a in matched for port in a.ports], view
     if view.headless:
         if not addresses:
             raise NameError_
         if targets:
-            entries = [Entry(a.ip, port[2], _ep_target(a, p)) for a in addresses for port in a.ports
+            entries = [(a.ip, port[2], _ep_target(a, p)) for a in addresses for port in a.ports
                        if _port_matches(port, p)]
+        elif shape is Shape.PORT:
+            entries = [a.ip for a in addresses if any(_port_matches(port, p) for port in a.ports)]
         else:
-            entries = [Entry(a.ip, port[2]) for a in addresses for port in a.ports
-                       if _port_matches(port, p)]
+            entries = [a.ip for a in addresses if a.ports]
     else:
         if opt.ignore_empty_service and not addresses:
             raise NameError_
-        target = f"{svc.name}.{svc.namespace}.svc"
-        entries = [Entry(ip, port[2], target) for ip in svc.cluster_ips for port in svc.ports
-                   if _port_matches(port, p)]
+        if not targets:
+            ports = svc.ports if shape is not Shape.PORT else [
+                port for port in svc.ports if _port_matches(port, p)]
+            entries = list(svc.cluster_ips) if ports else []
+        else:
+            target = f"{svc.name}.{svc.namespace}.svc"
+            entries = [(ip, port[2], target) for ip in svc.cluster_ips for port in svc.ports
+                       if _port_matches(port, p)]
     if shape is Shape.PORT and not entries:
         raise NameError_
     return entries, view
@@ -313,28 +332,31 @@ def _srv(opt: Options, qname: str, entries: list[Entry], zone_spelled: str) -> R
     if not entries:
         return nodata()
     weight = max(1, 100 // len(entries))
-    res = Result()
+    ttl = opt.ttl
+    answers: list[Any] = []
+    extra: list[Any] = []
     seen_srv: set[tuple[str, int]] = set()
     seen_glue: set[tuple[str, str]] = set()
-    for e in entries:
-        if e.port == -1:
+    full: dict[str, str] = {}  # relative target -> absolute, as the asker spells the zone
+    for ip, port, target in entries:  # (plain tuples: one record per entry and port)
+        if port == -1:
             continue
-        target = f"{e.target}.{zone_spelled}"
-        if (e.target, e.port) not in seen_srv:
-            seen_srv.add((e.target, e.port))
-            res.answer.append(RR(qname, QTYPE.SRV, ttl=opt.ttl, rdata=srv(0, weight, e.port, target)))
-        if (e.target, e.ip) not in seen_glue:
-            seen_glue.add((e.target, e.ip))
-            res.additional.append(_address_rr(target, e.ip, opt.ttl))
-    if not res.answer:
+        name = full.get(target)
+        if name is None:
+            name = full[target] = f"{target}.{zone_spelled}"
+        if (target, port) not in seen_srv:
+            seen_srv.add((target, port))
+            answers.append((qname, T_SRV, ttl, (0, weight, port, name)))
+        if (target, ip) not in seen_glue:
+            seen_glue.add((target, ip))
+            extra.append((name, T_AAAA if ":" in ip else T_A, ttl, ip))
+    if not answers:
         return nodata()
-    return res
+    return Result(answer=answers, additional=extra)
 
 
-def _address_rr(owner: str, ip: str, ttl: int) -> RR:
-    if ip_family(ip) == 6:
-        return RR(owner, QTYPE.AAAA, ttl=ttl, rdata=AAAA(ip))
-    return RR(owner, QTYPE.A, ttl=ttl, rdata=A(ip))
+def _address_rr(owner: str, ip: str, ttl: int) -> Rec:
+    return Rec(owner, T_AAAA if ip_family(ip) == 6 else T_A, ttl, ip)
 
 
 def _cname_target(external_name: str) -> str:
@@ -350,10 +372,10 @@ def _external(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_s
     target = _cname_target(view.svc.external_name)
     if not target:
         return nxdomain()  # an IP-literal externalName is ignored
-    cname = RR(qname, QTYPE.CNAME, ttl=opt.ttl, rdata=CNAME(target))
-    if qtype == QTYPE.CNAME:
+    cname = Rec(qname, T_CNAME, opt.ttl, target)
+    if qtype == T_CNAME:
         return Result(answer=[cname])
-    if qtype not in (QTYPE.A, QTYPE.AAAA):
+    if qtype not in (T_A, T_AAAA):
         return nodata()
     if target == qname.lower():
         return nodata()  # a CNAME to itself is skipped
@@ -362,7 +384,7 @@ def _external(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_s
     return Result(answer=[cname], chase=target, chase_cname=cname)
 
 
-def _chase_internal(ix: Index, opt: Options, cname: RR, target: str, qtype: int, zone: str,
+def _chase_internal(ix: Index, opt: Options, cname: Rec, target: str, qtype: int, zone: str,
                     zone_spelled: str, hops: int = 0) -> Result:
     """Follow an ExternalName pointing inside the zone (up to 10 hops)."""
     chained = [cname]
@@ -371,13 +393,13 @@ def _chase_internal(ix: Index, opt: Options, cname: RR, target: str, qtype: int,
         res = answer(ix, opt, name, qtype, zone)
         if res.chase_cname is not None:  # another ExternalName pointing outside
             return Result(answer=chained + [res.chase_cname], chase=res.chase, chase_cname=cname)
-        cnames = [rr for rr in res.answer if rr.rtype == QTYPE.CNAME]
+        cnames = [rr for rr in res.answer if rr[1] == T_CNAME]
         if res.answer and not cnames:
             return Result(answer=chained + res.answer)
         if not cnames:
             return nodata()  # an unresolvable in-zone target drops the CNAME
         chained.append(cnames[0])
-        name = str(cnames[0].rdata.label).lower()
+        name = cnames[0][3].lower()
         if not (name == zone or name.endswith("." + zone)):
             return Result(answer=chained, chase=name, chase_cname=cname)
     return nodata()
@@ -400,12 +422,12 @@ def _ptr(ix: Index, opt: Options, qname: str, ip: str) -> Result:
     for ns, name in ix.cluster_ip_owners.get(ip, ()):
         if opt.namespaces and not _exposed(ix, opt, ns):
             continue
-        return Result(answer=[RR(qname, QTYPE.PTR, ttl=opt.ttl, rdata=ptr(f"{name}.{ns}.svc.{zone}"))])
+        return Result(answer=[Rec(qname, T_PTR, opt.ttl, f"{name}.{ns}.svc.{zone}")])
     rrs = []
     for (label, svc, ns) in ix.endpoint_owners.get(ip, {}):
         if opt.namespaces and not _exposed(ix, opt, ns):
             continue
-        rrs.append(RR(qname, QTYPE.PTR, ttl=opt.ttl, rdata=ptr(f"{label}.{svc}.{ns}.svc.{zone}")))
+        rrs.append(Rec(qname, T_PTR, opt.ttl, f"{label}.{svc}.{ns}.svc.{zone}"))
     if not rrs:
         from dnsd.plugins.kubernetes.secondary import secondary_ptr
 

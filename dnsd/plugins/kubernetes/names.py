@@ -6,8 +6,8 @@ Everything here is case-insensitive input (callers pass lower-case names) and do
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 
 class Shape(Enum):
@@ -24,8 +24,9 @@ class Shape(Enum):
     INVALID = "invalid"  # a name error (NXDOMAIN)
 
 
-@dataclass(frozen=True, slots=True)
-class Parsed:
+class Parsed(NamedTuple):
+    """A parsed name (a tuple: one is made per query)."""
+
     shape: Shape
     namespace: str = ""
     service: str = ""

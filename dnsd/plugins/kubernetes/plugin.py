@@ -27,12 +27,13 @@ from dnsd.plugins.kubernetes.answer import REFUSED, Options, answer
 from dnsd.plugins.kubernetes.index import Index
 from dnsd.plugins.kubernetes.reflector import ApiCall, RateLimiter, Reflector
 from dnsd.plugins.kubernetes.setup import Config, parse_config
-from dnsd.request import Request, make_reply, soa_rr
+from dnsd.request import Request, make_reply
+from dnsd.wire.light import Rec, to_rr
 
 log = logging.getLogger("dnsd")
 
 # Record types whose rdata names must not be re-spelled by the hot path (see serve()).
-_SPELLING_RDATA = frozenset((QTYPE.SRV, QTYPE.CNAME))
+_SPELLING_RDATA = frozenset((int(QTYPE.SRV), int(QTYPE.CNAME)))
 POD_FIELD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"
 CHASE_DEPTH = "kubernetes.chase"
 
@@ -282,22 +283,23 @@ class Plugin(Base):
         if res.name_error and not self.synced():
             rcode = RCODE.SERVFAIL
         reply = make_reply(req, rcode=rcode)
+        answers = [to_rr(rec) for rec in res.answer]
         if res.chase:
             chased = await self._chase(req, res.chase)
             if chased is None:
-                res.answer, res.soa = [], True  # the target failed: drop the CNAME
+                answers, res.soa = [], True  # the target failed: drop the CNAME
             else:
-                res.answer = res.answer + chased.rr
+                answers += chased.rr
                 if chased.header.tc:
                     reply.header.tc = 1
         zone_spelled = req.qname[len(req.qname) - len(zone):] if zone != "." else "."
         # (dnslib's add_answer recounts the header per record: extend, count once)
         if res.soa_answer:
-            reply.rr.append(self.soa(zone_spelled))
-        reply.rr.extend(res.answer)
-        reply.ar.extend(res.additional)
-        if res.soa or (not res.answer and not res.soa_answer):
-            reply.auth.append(self.soa(zone_spelled))
+            reply.rr.append(to_rr(self.soa(zone_spelled)))
+        reply.rr.extend(answers)
+        reply.ar.extend(to_rr(rec) for rec in res.additional)
+        if res.soa or (not answers and not res.soa_answer):
+            reply.auth.append(to_rr(self.soa(zone_spelled)))
         reply.set_header_qa()
         if not res.chase and self.synced():
             # The hot path may reuse this reply until the index changes.  It serves other
@@ -325,11 +327,11 @@ class Plugin(Base):
         if res.name_error and self._falls_through(qname_lower):
             return None
         zone_spelled = qname[len(qname) - len(zone):] if zone != "." else "."
-        answers = [self.soa(zone_spelled), *res.answer] if res.soa_answer else list(res.answer)
+        answers = [self.soa(zone_spelled), *res.answer] if res.soa_answer else res.answer
         auth = [self.soa(zone_spelled)] if res.soa or not answers else []
-        spelled = any(rr.rtype in _SPELLING_RDATA for rr in answers)
-        return DirectAnswer(res.rcode, answers, auth, list(res.additional),
-                            self._validity(res, bool(auth) or res.soa_answer), spelled)
+        spelled = any(rr[1] in _SPELLING_RDATA for rr in answers)
+        return DirectAnswer(res.rcode, answers, auth, res.additional,
+                            Validity(self.index, res.deps, bool(auth) or res.soa_answer), spelled)
 
     def _validity(self, res: Any, has_soa: bool) -> Callable[[], bool]:
         """How the hot path tells a reply is still what this plugin would answer: none of
@@ -337,11 +339,13 @@ class Plugin(Base):
         changed at all; a reply carrying the SOA also needs the same serial."""
         return Validity(self.index, res.deps, has_soa)
 
-    def soa(self, zone_spelled: str) -> Any:
+    def soa(self, zone_spelled: str) -> Rec:
+        """The zone's SOA record (a light record), owned by the zone as the asker spelled it."""
         ttl = self.cfg.ttl
-        return soa_rr(zone_spelled, min(ttl, 300), f"ns.dns.{zone_spelled}".replace("..", "."),
-                      f"hostmaster.{zone_spelled}".replace("..", "."), self.index.serial & 0xFFFFFFFF,
-                      7200, 1800, 86400, ttl)
+        return Rec(zone_spelled, QTYPE.SOA, min(ttl, 300),
+                   (f"ns.dns.{zone_spelled}".replace("..", "."),
+                    f"hostmaster.{zone_spelled}".replace("..", "."),
+                    (self.index.serial & 0xFFFFFFFF, 7200, 1800, 86400, ttl)))
 
     async def _chase(self, req: Request, target: str) -> DNSRecord | None:
         """Resolve an ExternalName target through the whole server (cache, forward...)."""

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dnslib import PTR, QTYPE, RR
+from dnslib import QTYPE
 
 from dnsd import metrics
 from dnsd.plugins.kubernetes import objects
@@ -39,6 +39,7 @@ from dnsd.plugins.kubernetes.index import Address, Index, ServiceView, primary_a
 from dnsd.plugins.kubernetes.names import Parsed, dashed_ip
 from dnsd.plugins.kubernetes.objects import Service, Slice
 from dnsd.plugins.kubernetes.setup import SecondaryConfig
+from dnsd.wire.light import Rec
 
 log = logging.getLogger("dnsd")
 
@@ -348,7 +349,7 @@ def net_entries(ix: Index, view: ServiceView, p: Parsed) -> list[Any]:
     return entries
 
 
-def secondary_ptr(ix: Index, opt: Any, qname: str, ip: str) -> list[RR]:
+def secondary_ptr(ix: Index, opt: Any, qname: str, ip: str) -> list[Rec]:
     """PTRs for a secondary IP (consulted after ClusterIPs and primary endpoints)."""
     owners = ix.secondary_owners.get(ip)
     if not owners:
@@ -357,4 +358,4 @@ def secondary_ptr(ix: Index, opt: Any, qname: str, ip: str) -> list[RR]:
         f"{label}.{svc}.{ns}.svc.{opt.primary_zone}" for (label, svc, ns) in owners
         if not opt.namespaces or (ns in opt.namespaces and ns in ix.namespaces)
     )
-    return [RR(qname, QTYPE.PTR, ttl=opt.ttl, rdata=PTR(n)) for n in names]
+    return [Rec(qname, QTYPE.PTR, opt.ttl, n) for n in names]

@@ -36,6 +36,7 @@ from dnsd.plugins.kubernetes.answer import _cname_target, _exposed, ns_records
 from dnsd.plugins.kubernetes.index import ServiceView
 from dnsd.plugins.kubernetes.names import dashed_ip, ip_family, is_reverse_zone
 from dnsd.plugins.kubernetes.objects import Slice
+from dnsd.wire.light import to_rr
 
 if TYPE_CHECKING:
     from dnsd.plugins.kubernetes.plugin import Plugin
@@ -56,7 +57,7 @@ def transfer_records(plugin: Plugin, zone: str, serial: int = 0) -> Iterator[RR]
     if zone not in plugin.zones or is_reverse_zone(zone):
         return None
     ix, opts = plugin.index, plugin.opts
-    soa = plugin.soa(zone)
+    soa = to_rr(plugin.soa(zone))
     if serial and serial == soa.rdata.times[0]:
         return iter([soa])
     ns = ns_records(ix, opts)
