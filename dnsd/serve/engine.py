@@ -35,7 +35,7 @@ from dnsd.wire.encode import Unsupported
 from dnsd.wire.encode import pack as fast_pack
 from dnsd.wire.fastpath import MAX_ENTRIES, PreparedAnswers, query_key
 from dnsd.wire.quick import parse_query
-from dnsd.wire.shuffle import reorderings
+from dnsd.wire.shuffle import Rotation, reorderings, rotation
 
 log = logging.getLogger("dnsd")
 
@@ -48,6 +48,20 @@ _NOT_DIRECT_TYPES = frozenset((QTYPE.AXFR, QTYPE.IXFR, QTYPE.ANY))
 _PLAIN_NAME = re.compile(rb"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\Z")
 BADVERS = 16
 PREPARED_ORDERS = 8  # record orders kept for a prepared reply that loadbalance shuffles
+
+
+def prepared_capacity() -> int:
+    """How many prepared replies the hot path keeps: ``DNSD_PREPARED`` (a count; 0 turns
+    the store off), else MAX_ENTRIES."""
+    text = os.environ.get("DNSD_PREPARED", "").strip()
+    if not text:
+        return MAX_ENTRIES
+    try:
+        return max(0, int(text))
+    except ValueError:
+        log.warning("[WARNING] DNSD_PREPARED=%r is not a count; keeping %d prepared replies",
+                    text, MAX_ENTRIES)
+        return MAX_ENTRIES
 
 
 class Stream(bytes):
@@ -83,10 +97,10 @@ class Engine:
         if len(self._by_zone) <= 8:
             self._few_zones = [(z, "." + z if z != "." else "", (z, b)) for z, b in
                                sorted(self._by_zone.items(), key=lambda item: -len(item[0]))]
-        # DNSD_PREPARED=0 switches the hot path's store off: every query takes the general
-        # path, which is how the benchmarks measure answers with no prepared packet.
+        # DNSD_PREPARED=0 switches the hot path's store off: every query is answered afresh,
+        # which is how the benchmarks measure answers with no prepared packet.
         self._raw_keys: dict[bytes, tuple[bytes, int]] = {}  # query bytes after the ID -> key
-        self.prepared = PreparedAnswers(0 if os.environ.get("DNSD_PREPARED") == "0" else MAX_ENTRIES)
+        self.prepared = PreparedAnswers(prepared_capacity())
         from dnsd import metrics
 
         metrics.QUERY_STATS.sources.add(self.prepared)  # flushed before every scrape
@@ -121,12 +135,17 @@ class Engine:
             if len(self._raw_keys) >= MAX_ENTRIES:
                 self._raw_keys.clear()
             self._raw_keys[raw] = k
-        if entry.variants is None:
+        variants = entry.variants
+        if variants is None:
             wire = entry.wire
+            reply = data[:2] + wire[2:12] + data[12:qend] + wire[qend:]
         else:
             entry.turn += 1
-            wire = entry.variants[entry.turn % len(entry.variants)]
-        reply = data[:2] + wire[2:12] + data[12:qend] + wire[qend:]
+            if type(variants) is Rotation:
+                reply = variants.reply(data[:2], data[12:qend], entry.turn)
+            else:
+                wire = variants[entry.turn % len(variants)]
+                reply = data[:2] + wire[2:12] + data[12:qend] + wire[qend:]
         if entry.on_hit is not None:  # metrics: counted here, reported in batches
             if ":" in client_ip:
                 entry.hits6 += 1
@@ -361,7 +380,7 @@ class Engine:
         and every after-reply hook can replay itself (the query log cannot: it must see
         every query, so blocks with ``log`` never use prepared answers)."""
         valid = reply.__dict__.get("valid")
-        if valid is None or reply.__dict__.get("stream") is not None:
+        if valid is None or reply.__dict__.get("stream") is not None or self.prepared.limit <= 0:
             return
         hooks = []
         for callback in req.on_done or ():
@@ -393,6 +412,14 @@ class Engine:
         """Store a sent reply as a prepared answer.  When loadbalance shuffles it, ``again``
         packs it in another order, and a few orders are kept and served in turn."""
         variants: list[bytes] = []
+        if again is not None and renew is None:
+            # One random order served in every rotation (one copy of the records, and every
+            # address leads in turn), when the reply has one group to shuffle.
+            rotated = rotation(wire, key[1])
+            if rotated is not None:
+                self.prepared.store(key[0], key[1], wire, valid, on_hit, exact=exact,
+                                    variants=rotated)
+                return
         if again is not None:
             variants.append(wire)
             moved = reorderings(wire, PREPARED_ORDERS - 1)  # cheap: moves record bytes

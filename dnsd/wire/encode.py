@@ -50,6 +50,15 @@ class _Writer:
             return
         if len(labels) + sum(map(len, labels)) > 254:
             raise Unsupported("name longer than 255 octets")
+        if not names and len(buf) < 0x3F00:  # the first name (the question): nothing to point at
+            at = len(buf)
+            for i, label in enumerate(labels):
+                if len(label) > 63:
+                    raise Unsupported("label too long")
+                names[labels[i:]] = at
+                at += 1 + len(label)
+            buf += _wire_name(labels)
+            return
         for i in range(len(labels)):
             if i:
                 suffix = labels[i:]
@@ -67,6 +76,11 @@ class _Writer:
             buf.append(len(label))
             buf += label
         buf.append(0)
+
+
+def _wire_name(labels: tuple[bytes, ...]) -> bytes:
+    """A name written in full (labels of 63 octets at most, checked by the caller)."""
+    return b"".join([bytes((len(label),)) + label for label in labels]) + b"\x00"
 
 
 def _rdata(w: _Writer, rtype: int, rd: object) -> None:

@@ -23,6 +23,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dnsd.wire.shuffle import Rotation
+
 # About 0.7 KiB of memory per entry: 50,000 bound the store near 36 MiB, also when a flood of
 # random names fills it (each miss is prepared once); 200,000 let such a flood add ~140 MiB.
 MAX_ENTRIES = 50_000
@@ -153,7 +155,8 @@ class Prepared:
     # Set when the reply spells names after the question in ways patching the question
     # cannot follow: then only the very same spelling is served from here.
     exact: bytes | None = None
-    variants: tuple[bytes, ...] | None = None  # several record orders, served in turn
+    # Several record orders served in turn: packed orders, or one order's rotations.
+    variants: tuple[bytes, ...] | Rotation | None = None
     # Called once ``valid`` fails: (the TTL every record of the reply carries, the TTL they
     # must carry now) when the reply only aged, after which ``valid`` holds again; None when
     # it must be dropped.  See PreparedAnswers.renew.
@@ -175,7 +178,7 @@ class PreparedAnswers:
 
     def store(self, key: bytes, qend: int, wire: bytes, valid: Callable[[], bool],
               on_hit: Callable[[int, int, float], None] | None = None,
-              exact: bool = False, variants: tuple[bytes, ...] | None = None,
+              exact: bool = False, variants: tuple[bytes, ...] | Rotation | None = None,
               renew: Callable[[], tuple[int, int] | None] | None = None) -> None:
         if self.limit <= 0:
             return  # prepared answers are switched off (DNSD_PREPARED=0, for measurements)
@@ -201,6 +204,8 @@ class PreparedAnswers:
         wire = retime(entry.wire, old, new)
         if wire is None:
             return False
+        if type(entry.variants) is Rotation:
+            return False  # (never stored with a renew hook: see Engine._keep)
         if entry.variants is not None:
             variants = []
             for variant in entry.variants:

@@ -131,3 +131,51 @@ def reorderings(wire: bytes, count: int,
                 parts.append(piece)  # type: ignore[arg-type]
         out.append(b"".join(parts))
     return out
+
+
+class Rotation:
+    """A reply whose one shuffled group of records is served in every rotation of one
+    random order: record ``i`` leads after record ``i - 1``, so each address leads in turn,
+    and the group is kept twice over (``ring``) instead of once per order.  A hit writes
+    ``hdr``, the question, ``mid``, one rotation (a slice of ``ring``) and ``tail``."""
+
+    __slots__ = ("hdr", "mid", "ring", "starts", "size", "tail")
+
+    def __init__(self, hdr: bytes, mid: bytes, ring: bytes, starts: tuple[int, ...], size: int,
+                 tail: bytes) -> None:
+        self.hdr, self.mid, self.ring, self.starts, self.size, self.tail = hdr, mid, ring, starts, size, tail
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def reply(self, head: bytes, question: bytes, turn: int) -> bytes:
+        """The reply in its ``turn``-th order, with ``head`` (its first two bytes, the ID)
+        and ``question`` (the question name as asked)."""
+        at = self.starts[turn % len(self.starts)]
+        return head + self.hdr + question + self.mid + self.ring[at : at + self.size] + self.tail
+
+
+def rotation(wire: bytes, qend: int,
+             shuffle: Callable[[list[bytes]], None] = random.shuffle) -> Rotation | None:
+    """``wire``'s shuffled group as a Rotation, or None when it has not exactly one group
+    that can be moved safely (the caller then keeps several packed orders)."""
+    try:
+        records, targets = _records(wire)
+    except (_Malformed, IndexError):
+        return None
+    groups = _groups(records)
+    if not groups or len(groups) != 1:
+        return None
+    first, last = groups[0]
+    lo, hi = records[first][1], records[last - 1][2]
+    if lo < qend or any(lo <= t < hi for t in targets):
+        return None
+    pieces = [wire[s:e] for _, s, e, _ in records[first:last]]
+    shuffle(pieces)
+    starts: list[int] = []
+    at = 0
+    for piece in pieces:
+        starts.append(at)
+        at += len(piece)
+    ring = b"".join(pieces) * 2
+    return Rotation(wire[2:12], wire[qend:lo], ring, tuple(starts), hi - lo, wire[hi:])

@@ -9,7 +9,7 @@ from dnslib import AAAA, CNAME, EDNS0, MX, QTYPE, RR, SOA, SRV, A, DNSRecord
 
 from dnsd.serve.engine import _pack
 from dnsd.wire.encode import pack
-from dnsd.wire.shuffle import reorderings
+from dnsd.wire.shuffle import reorderings, rotation
 
 
 def _reply(qname: str, answers: list[RR], auth: list[RR] = (), extra: list[RR] = (),
@@ -120,3 +120,49 @@ def test_nothing_to_move_and_malformed_input() -> None:
     assert reorderings(one, 3) == []
     assert reorderings(one[:-3], 3) is None
     assert reorderings(b"\x00" * 12 + b"\x01", 3) is None
+
+
+def _qend(name: str) -> int:
+    """Where the question name of a message asking ``name`` ends."""
+    return 12 + len(name) + 1  # a length byte per label, the root's zero byte
+
+
+def test_a_rotation_serves_every_order_of_one_shuffled_group() -> None:
+    q = "web.ns.svc.cluster.local."
+    answers = [RR(q, QTYPE.A, ttl=5, rdata=A(f"10.1.0.{i}")) for i in range(1, 8)]
+    auth = [RR("cluster.local.", QTYPE.SOA, ttl=5, rdata=SOA(
+        "ns.dns.cluster.local.", "hostmaster.cluster.local.", (1, 2, 3, 4, 5)))]
+    wire = pack(_reply(q, answers, auth=auth, edns=1232))
+    rot = rotation(wire, _qend(q))
+    assert rot is not None and len(rot) == len(answers)
+    asked = b"\x03WeB\x02ns\x03svc\x07cluster\x05local\x00"  # another spelling of the question
+    leaders = []
+    for turn in range(len(answers)):
+        reply = rot.reply(b"\xab\xcd", asked, turn)
+        msg = DNSRecord.parse(reply)
+        assert msg.header.id == 0xABCD and str(msg.q.qname) == "WeB.ns.svc.cluster.local."
+        assert pack(msg) == reply  # exactly what packing this order writes
+        assert sorted(str(rr.rdata) for rr in msg.rr) == sorted(str(rr.rdata) for rr in answers)
+        assert [rr.rtype for rr in msg.auth] == [QTYPE.SOA] and msg.ar[-1].rtype == QTYPE.OPT
+        leaders.append(str(msg.rr[0].rdata))
+        # each order is the previous one rotated by one record
+        if turn:
+            before = [str(rr.rdata) for rr in DNSRecord.parse(rot.reply(b"\0\0", asked, turn - 1)).rr]
+            assert [str(rr.rdata) for rr in msg.rr] == before[1:] + before[:1]
+    assert sorted(leaders) == sorted(str(rr.rdata) for rr in answers)  # every address leads once
+
+
+def test_no_rotation_for_two_groups_or_records_pointed_into() -> None:
+    q = "web.ns.svc.cluster.local."
+    answers = [RR(q, QTYPE.A, ttl=5, rdata=A(f"10.1.0.{i}")) for i in range(1, 4)]
+    extra = [RR(f"h{i}.ns.svc.cluster.local.", QTYPE.A, ttl=5, rdata=A(f"10.2.0.{i}")) for i in range(3)]
+    wire = pack(_reply(q, answers, extra=extra))
+    assert rotation(wire, _qend(q)) is None  # two groups: the engine keeps packed orders
+    srv_q = "_http._tcp.web.ns.svc.cluster.local."
+    srvs = [RR(srv_q, QTYPE.SRV, ttl=5, rdata=SRV(0, 50, 80, f"h{i}.web.ns.svc.cluster.local.")) for i in range(2)]
+    glue = [RR("h0.web.ns.svc.cluster.local.", QTYPE.A, ttl=5, rdata=A("10.0.0.1")),
+            RR("h1.web.ns.svc.cluster.local.", QTYPE.A, ttl=5, rdata=A("10.0.0.2")),
+            RR("h1.web.ns.svc.cluster.local.", QTYPE.AAAA, ttl=5, rdata=AAAA("fd00::2"))]
+    assert rotation(pack(_reply(srv_q, srvs, extra=glue)), _qend(srv_q)) is None
+    one = pack(_reply(q, answers[:1]))
+    assert rotation(one, _qend(q)) is None and rotation(one[:-3], _qend(q)) is None
