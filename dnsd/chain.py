@@ -120,9 +120,11 @@ class Plugin:
     # "answer" = ``direct_answer`` gives the reply's parts (or None: take the general path).
     direct_role: ClassVar[str] = ""
 
-    def direct_pass(self, qname_lower: str, qtype: int, server: str) -> object:
+    def direct_pass(self, qname_lower: str, qtype: int, server: str, flags: int = 0) -> object:
         """For ``direct_role = "pass"``: NOT_DIRECT when this query needs ``serve``; else
-        None, or a callable to run once the direct answer is sent (metrics it would count)."""
+        None, a callable to run once the direct answer is sent (metrics it would count), or
+        a ``DirectFill`` that sees the answer on its way back.  ``flags``: DIRECT_DO and
+        DIRECT_CD when the query has those bits."""
         return None
 
     def direct_answer(self, qname: str, qname_lower: str, qtype: int) -> DirectAnswer | None:
@@ -131,6 +133,26 @@ class Plugin:
 
 
 NOT_DIRECT = object()
+DIRECT_DO, DIRECT_CD = 1, 2  # direct_pass flags
+
+
+class DirectFill:
+    """A passing plugin's part in a direct answer that it would keep on its way back (the
+    cache filling an entry on a miss).  ``accepts`` is asked before packing: False when
+    ``serve`` would change the reply (the general path then answers); ``store`` is called
+    once the reply is packed, with its validity for the hot path, and returns the validity
+    to use instead, an extra metrics replay hook for hot-path repeats, whether only the
+    same spelling may be repeated, and a ``renew`` hook (see PreparedAnswers.renew) or None."""
+
+    def accepts(self, rcode: int, sections: tuple[list[Any], list[Any], list[Any]]) -> bool:
+        return True
+
+    def store(self, qname: str, qtype: int, rcode: int,
+              sections: tuple[list[Any], list[Any], list[Any]], truncated: bool,
+              valid: Callable[[], bool] | None,
+              ) -> tuple[Callable[[], bool] | None, Callable[[int, int, float], None] | None, bool,
+                         Callable[[], tuple[int, int] | None] | None]:
+        return valid, None, False, None
 
 
 @dataclass(slots=True)

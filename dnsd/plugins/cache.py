@@ -44,13 +44,14 @@ from typing import Any, ClassVar
 from dnslib import OPCODE, QTYPE, RCODE, RR, DNSLabel, DNSRecord
 
 from dnsd import metrics
-from dnsd.chain import NOT_DIRECT, Next, SetupContext
+from dnsd.chain import DIRECT_CD, DIRECT_DO, NOT_DIRECT, DirectFill, Next, SetupContext
 from dnsd.chain import Plugin as Base
 from dnsd.corefile.address import normalize_zone
 from dnsd.corefile.ast import Directive
 from dnsd.corefile.values import duration_arg, int_arg
 from dnsd.request import Request
 from dnsd.wire import quick
+from dnsd.wire.light import to_rr
 
 log = logging.getLogger("dnsd")
 
@@ -154,10 +155,17 @@ class Item:
     @classmethod
     def of(cls, reply: DNSRecord, kind: str, now: float, ttl: int, lower: str | None = None) -> Item:
         h = reply.header
-        answer = [_copy_rr(rr) for rr in reply.rr]
-        item = cls(kind=kind, rcode=h.rcode, ra=bool(h.ra), ad=bool(h.ad), answer=answer,
-                   auth=[_copy_rr(rr) for rr in reply.auth],
-                   extra=[_copy_rr(rr) for rr in reply.ar if rr.rtype != QTYPE.OPT],
+        return cls.of_records(kind, h.rcode, bool(h.ra), bool(h.ad), [_copy_rr(rr) for rr in reply.rr],
+                              [_copy_rr(rr) for rr in reply.auth],
+                              [_copy_rr(rr) for rr in reply.ar if rr.rtype != QTYPE.OPT],
+                              now, ttl, lower)
+
+    @classmethod
+    def of_records(cls, kind: str, rcode: int, ra: bool, ad: bool, answer: list[RR],
+                   auth: list[RR], extra: list[RR], now: float, ttl: int,
+                   lower: str | None = None) -> Item:
+        """An entry of records nothing else holds (no copies made)."""
+        item = cls(kind=kind, rcode=rcode, ra=ra, ad=ad, answer=answer, auth=auth, extra=extra,
                    stored=now, ttl=ttl, lower=lower)
         if lower is not None:
             item.renamed = _owned_by(answer, lower)
@@ -301,21 +309,28 @@ class Plugin(Base):
 
     direct_role: ClassVar[str] = "pass"
 
-    def direct_pass(self, qname_lower: str, qtype: int, server: str) -> object:
-        """Pass a query on directly only where this cache would not keep its answer at all
-        (outside its zones, or both success and denial disabled there); such a query still
-        counts as a request and a miss, as in ``serve``."""
+    def direct_pass(self, qname_lower: str, qtype: int, server: str, flags: int = 0) -> object:
+        """Where this cache keeps nothing (outside its zones, or both success and denial
+        disabled there), pass the query on; it still counts as a request and a miss, as in
+        ``serve``.  Where it keeps answers, a miss may be answered directly too: the entry
+        ``serve`` would store is stored from the direct answer (``_DirectFill``).  A name
+        with an entry (fresh or stale) needs ``serve``: hits, stale answers, prefetch."""
         s = self.s
         if not in_zones(qname_lower, s.zones):
             return None
-        if not (s.no_success and s.no_denial and in_zones(qname_lower, s.no_success)
-                and in_zones(qname_lower, s.no_denial)):
+        if s.no_success and s.no_denial and in_zones(qname_lower, s.no_success) \
+                and in_zones(qname_lower, s.no_denial):
+            count = self._direct_counts.get(server)
+            if count is None:
+                count = self._direct_counts[server] = _PassedOn(self.counters(server))
+                metrics.QUERY_STATS.sources.add(count)  # flushed before every scrape
+            return count
+        if s.verify_stale:
             return NOT_DIRECT
-        count = self._direct_counts.get(server)
-        if count is None:
-            count = self._direct_counts[server] = _PassedOn(self.counters(server))
-            metrics.QUERY_STATS.sources.add(count)  # flushed before every scrape
-        return count
+        key = (qname_lower, qtype, bool(flags & DIRECT_DO), bool(flags & DIRECT_CD))
+        if self._get(key, time.monotonic()) is not None:
+            return NOT_DIRECT
+        return _DirectFill(self, key, server)
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -415,7 +430,7 @@ class Plugin(Base):
         self._allow_hot_path(req, reply, key, item, reply.__dict__.get("valid"), now)
         return reply
 
-    def _allow_hot_path(self, req: Request, reply: DNSRecord, key: Key, item: Item,
+    def _allow_hot_path(self, req: Request | None, reply: Any, key: Key, item: Item,
                         inner: Callable[[], bool] | None, now: float,
                         renewable: bool = False) -> None:
         """Let the engine's hot path repeat this reply while it is exactly what the cache
@@ -462,7 +477,8 @@ class Plugin(Base):
             reply.case_sensitive = True  # type: ignore[attr-defined]
         if renewable and not keepttl:
             reply.renew = renew  # type: ignore[attr-defined]
-        req.when_done(self.counters(req.server).repeats[item.kind == SUCCESS])
+        if req is not None:  # (None: a direct answer, see _DirectFill.store)
+            req.when_done(self.counters(req.server).repeats[item.kind == SUCCESS])
 
     def _disabled(self, kind: str, name: str) -> bool:
         zones = self.s.no_success if kind == SUCCESS else self.s.no_denial
@@ -524,6 +540,90 @@ class Plugin(Base):
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+class _DirectFill(DirectFill):
+    """A miss answered by the direct path: the entry ``serve`` would store from the same
+    reply (see Cache.direct_pass), counted as a request and a miss like ``serve`` counts it."""
+
+    __slots__ = ("plugin", "key", "server", "kind", "ttl")
+
+    def __init__(self, plugin: Plugin, key: Key, server: str) -> None:
+        self.plugin, self.key, self.server = plugin, key, server
+        self.kind: str | None = None  # set by accepts: what the entry will be, if any
+        self.ttl = 0
+
+    def accepts(self, rcode: int, sections: tuple[list[Any], list[Any], list[Any]]) -> bool:
+        """As ``_store`` judges the reply; False when it would rewrite the TTLs the client
+        sees (a TTL above the cache's cap or below its floor), which the direct reply cannot."""
+        answers, auth, extra = sections
+        if rcode == RCODE.NOERROR and answers:
+            kind = SUCCESS
+        elif rcode in (RCODE.NOERROR, RCODE.NXDOMAIN) and any(rec[1] == QTYPE.SOA for rec in auth):
+            kind = DENIAL
+        elif rcode == RCODE.NOERROR:
+            kind = SUCCESS
+        else:
+            return False  # (SERVFAIL and other codes: the general path)
+        s = self.plugin.s
+        records = [*answers, *auth, *extra]
+        ttl = min(rec[2] for rec in records) if records else DEFAULT_TTL
+        if kind == DENIAL:
+            for rec in auth:
+                if rec[1] == QTYPE.SOA:
+                    ttl = min(ttl, rec[3][2][-1])
+        if kind == SUCCESS:
+            ttl = min(max(ttl, s.success_min), s.success_ttl)
+        else:
+            ttl = min(max(ttl, s.denial_min), s.denial_ttl)
+        if ttl <= 0 or self.plugin._disabled(kind, self.key[0]):
+            return True  # kept nowhere, passed back as it is
+        if not s.keepttl and any(rec[2] != ttl for rec in records):
+            return False
+        self.kind, self.ttl = kind, ttl
+        return True
+
+    def store(self, qname: str, qtype: int, rcode: int,
+              sections: tuple[list[Any], list[Any], list[Any]], truncated: bool,
+              valid: Callable[[], bool] | None,
+              ) -> tuple[Callable[[], bool] | None, Callable[[int, int, float], None] | None, bool,
+                         Callable[[], tuple[int, int] | None] | None]:
+        plugin = self.plugin
+        counters = plugin.counters(self.server)
+        counters.requests.inc()
+        counters.misses.inc()
+        if self.kind is None:
+            return valid, None, False, None
+        now = time.monotonic()
+        answers, auth, extra = sections
+        item = Item.of_records(self.kind, rcode, False, False, [to_rr(rec) for rec in answers],
+                               [to_rr(rec) for rec in auth], [to_rr(rec) for rec in extra],
+                               now, self.ttl, self.key[0])
+        plugin._put(self.key, item, self.server)
+        # The direct reply is what a hit on the entry would write now (the same header bits,
+        # spelling, records and TTLs: accepts() made sure), so, unlike the reply of a miss
+        # through the chain, it may be renewed as the entry ages, as a hit's reply is.
+        marks = _Marks()
+        plugin._allow_hot_path(None, marks, self.key, item, valid, now, renewable=True)
+        if marks.valid is None:
+            return None, None, False, None
+        replay = counters.repeats[item.kind == SUCCESS].fast_replay(None, None, 0)  # type: ignore[attr-defined]
+        return marks.valid, replay, item.spelled_apart, marks.renew
+
+
+class _Marks:
+    """What _allow_hot_path sets on a reply, for a direct answer (which has no message)."""
+
+    __slots__ = ("valid", "renew", "case_sensitive")
+
+    def __init__(self) -> None:
+        self.valid: Callable[[], bool] | None = None
+        self.renew: Callable[[], tuple[int, int] | None] | None = None
+        self.case_sensitive = False
+
+    @property
+    def __dict__(self) -> dict[str, Any]:  # (what _allow_hot_path pops "valid" from)
+        return {}
 
 
 class _PassedOn:

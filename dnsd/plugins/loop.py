@@ -74,7 +74,7 @@ class Plugin(Base):
 
     direct_role: ClassVar[str] = "pass"
 
-    def direct_pass(self, qname_lower: str, qtype: int, server: str) -> object:
+    def direct_pass(self, qname_lower: str, qtype: int, server: str, flags: int = 0) -> object:
         if not self.disabled and qtype == QTYPE.HINFO and qname_lower == self.qname:
             return NOT_DIRECT
         return None

@@ -27,7 +27,7 @@ from typing import Any
 from dnslib import EDNS0, OPCODE, QTYPE, RCODE, RR, DNSLabel, DNSQuestion, DNSRecord
 from dnslib.label import DNSBuffer, DNSLabelError
 
-from dnsd.chain import NOT_DIRECT, Next, Plugin
+from dnsd.chain import DIRECT_CD, DIRECT_DO, NOT_DIRECT, DirectFill, Next, Plugin
 from dnsd.request import Request, error_reply, header_only_reply, make_reply, type_name
 from dnsd.serve.direct import Plan, plan_for
 from dnsd.wire import light
@@ -193,24 +193,7 @@ class Engine:
         if plan is None:
             return None
         server = block.server
-        commits = []
-        for plugin in plan.passers:
-            verdict = plugin.direct_pass(lower, qtype, server)
-            if verdict is NOT_DIRECT:
-                return None
-            if verdict is not None:
-                commits.append(verdict)
-        ans = plan.answerer.direct_answer(qname, lower, qtype)
-        if ans is None:
-            return None
-        rcode = ans.rcode
         flags = (data[2] << 8) | data[3]
-        sections = (ans.answer, ans.auth, ans.additional)
-        reshuffle = False
-        if plan.shuffle and rcode == 0:  # NOERROR: loadbalance's part
-            reshuffle = light.shufflable(sections)
-            sections = (light.round_robin(sections[0]), light.round_robin(sections[1]),
-                        light.round_robin(sections[2]))
         do = False
         limit = 512
         opt = b""
@@ -221,6 +204,32 @@ class Engine:
             opt = light.opt_bytes(size, do)
             limit = max(512, size)
         limit = min(limit, MAX_UDP) if proto == "udp" else MAX_TCP
+        bits = (DIRECT_DO if do else 0) | (DIRECT_CD if flags & 0x0010 else 0)
+        commits = []
+        fills: list[DirectFill] = []
+        for plugin in plan.passers:
+            verdict = plugin.direct_pass(lower, qtype, server, bits)
+            if verdict is NOT_DIRECT:
+                return None
+            if verdict is not None:
+                if isinstance(verdict, DirectFill):
+                    fills.append(verdict)
+                else:
+                    commits.append(verdict)
+        ans = plan.answerer.direct_answer(qname, lower, qtype)
+        if ans is None:
+            return None
+        rcode = ans.rcode
+        sections = (ans.answer, ans.auth, ans.additional)
+        for fill in fills:  # (they see the records before loadbalance, as in the chain)
+            if not fill.accepts(rcode, sections):
+                return None
+        kept_sections = sections
+        reshuffle = False
+        if plan.shuffle and rcode == 0:  # NOERROR: loadbalance's part
+            reshuffle = light.shufflable(sections)
+            sections = (light.round_robin(sections[0]), light.round_robin(sections[1]),
+                        light.round_robin(sections[2]))
         packer = light.Packer(data[12:rest], tuple(labels), qname)
         head = data[:2] + _U16.pack(0x8400 | (flags & 0x0110) | rcode)
         try:
@@ -229,6 +238,14 @@ class Engine:
             return None
         for commit in commits:
             commit()
+        valid, exact, renew = ans.valid, ans.case_sensitive, None
+        replays = []
+        for fill in reversed(fills):  # (the innermost first, as replies travel back)
+            valid, replay, apart, renew = fill.store(qname, qtype, rcode, kept_sections,
+                                                     bool(wire[2] & 0x02), valid)
+            exact = exact or apart
+            if replay is not None:
+                replays.append(replay)
         on_hit = None
         if plan.metrics:
             metrics = _metrics()
@@ -237,10 +254,12 @@ class Engine:
             metrics.QUERY_STATS.observe(server, zone, proto, "2" if ":" in client_ip else "1", tname,
                                         do, rname, plan.answerer.name,
                                         time.perf_counter() - started, len(data), len(wire))
-            if ans.valid is not None and self.prepared.limit > 0:
+            if valid is not None and self.prepared.limit > 0:
                 on_hit = metrics.QUERY_STATS.replayer(server, zone, proto, tname, do, rname,
                                                       plan.answerer.name, len(data), len(wire))
-        if ans.valid is not None and self.prepared.limit > 0:
+        if replays and valid is not None:
+            on_hit = _replay_all([*replays, on_hit] if on_hit is not None else replays)
+        if valid is not None and self.prepared.limit > 0:
             again = None
             if reshuffle:
                 kept = sections
@@ -249,7 +268,7 @@ class Engine:
                     shuffled = (light.round_robin(list(kept[0])), light.round_robin(list(kept[1])),
                                 light.round_robin(list(kept[2])))
                     return _pack_light(packer, head, shuffled, opt, limit)[0]
-            self._keep(k, wire, ans.valid, on_hit, ans.case_sensitive, again, proto)
+            self._keep(k, wire, valid, on_hit, exact, again, proto, renew)
         return wire
 
     def route(self, qname_lower: str) -> tuple[str, Block] | None:
@@ -567,6 +586,18 @@ def _pack_light(packer: light.Packer, head: bytes, sections: tuple[list, list, l
 
 _COUNTS = struct.Struct("!HHHHH")
 _RCODE_NAMES = {code: RCODE.get(code) for code in range(6)}
+
+
+def _replay_all(hooks: list[Callable[[int, int, float], None]]) -> Callable[[int, int, float], None]:
+    """One metrics replay hook calling several."""
+    if len(hooks) == 1:
+        return hooks[0]
+
+    def replay(hits4: int, hits6: int, seconds: float) -> None:
+        for hook in hooks:
+            hook(hits4, hits6, seconds)
+
+    return replay
 
 
 def _metrics() -> Any:

@@ -95,7 +95,8 @@ def _counters() -> dict[str, float]:
     for line in generate_latest(metrics.REGISTRY).decode().splitlines():
         if line.startswith(("coredns_dns_requests_total", "coredns_dns_responses_total",
                             "coredns_dns_do_requests_total", "coredns_cache_requests_total",
-                            "coredns_cache_misses_total", "coredns_dns_response_size_bytes_bucket",
+                            "coredns_cache_misses_total", "coredns_cache_hits_total",
+                            "coredns_dns_response_size_bytes_bucket",
                             "coredns_dns_request_size_bytes_bucket")):
             series, value = line.rsplit(" ", 1)
             out[series] = float(value)
@@ -137,13 +138,25 @@ def test_direct_answers_equal_the_general_path_byte_for_byte() -> None:
             assert d_out[j] == g_out[j], (name, rdtype, j - i, dns.message.from_wire(g_out[j]),
                                           dns.message.from_wire(d_out[j]))
     # The direct path answered most cluster queries; it declined the ExternalName that is
-    # chased outside the zone, the PTRs (the cache keeps in-addr.arpa) and the forwarded name.
+    # chased outside the zone and the forwarded name.  A PTR (the cache keeps in-addr.arpa)
+    # is answered directly when the cache has no entry for it, and the entry is stored as
+    # serve() stores it: the later variants that hit it take the general path in both
+    # engines, and their bytes (served from the entry) are compared above too.
     direct_names = {NAMES[j // 4] for j, took in enumerate(took_direct) if took}
     assert ("svc1.testns.svc.cluster.local.", "A") in direct_names
     assert ("_http._tcp.hdls1.testns.svc.cluster.local.", "SRV") in direct_names
     assert ("nosuch.testns.svc.cluster.local.", "A") in direct_names
-    assert not any(n.startswith("extout") or t == "PTR" or n.startswith("www") for n, t in direct_names)
+    assert not any(n.startswith("extout") or n.startswith("www") for n, t in direct_names)
     assert len(direct_names) >= 25
+    for j, (name, rdtype) in enumerate(NAMES):
+        if rdtype != "PTR":
+            continue
+        if name.startswith("99.99.99.10."):  # no such address: falls through to forward
+            assert took_direct[j * 4 : j * 4 + 4] == [False] * 4
+            continue
+        # no EDNS and EDNS without DO or CD share one cache key: miss (direct), then hit;
+        # CD and DO are keys of their own: misses again (direct)
+        assert took_direct[j * 4 : j * 4 + 4] == [True, False, True, True], name
     assert g_delta == d_delta
     assert g_delta  # something was counted at all
 
@@ -237,3 +250,68 @@ def test_shuffled_direct_answers_hold_the_same_records_and_prepare_several_order
 
 def _records(section: list[Any]) -> list[str]:
     return sorted(f"{rrset.name} {rrset.ttl} {rrset.rdtype} {rd.to_text()}" for rrset in section for rd in rrset)
+
+
+def test_a_cache_miss_answered_directly_fills_the_cache_and_is_repeated_as_serve_would() -> None:
+    """A PTR (kept by the cache) asked five times on each engine, prepared answers on: the
+    first ask is a miss (answered directly on one engine, through the chain on the other),
+    the others are hot-path repeats of it; replies, cache entries and every counter agree."""
+    cluster = start_cluster(fixture_objects())
+    upstream = Upstream(delay=0).start()
+    name = dns.reversename.from_address("10.96.1.1").to_text()
+
+    async def run() -> tuple[list[bytes], list[bytes], dict[str, float], dict[str, float], list[bool], list[Any]]:
+        text = COREFILE.format(url=cluster.url, upstream=upstream.port)
+        general, direct, g_engine, d_engine = await _two_engines(text)
+        try:
+            g_engine.prepared.limit = d_engine.prepared.limit = 1000
+            queries = []
+            for i in range(5):
+                q = dns.message.make_query(name, "PTR")
+                q.id = i
+                queries.append(q.to_wire())
+            before = _counters()
+            g_out = [await _answer_any(g_engine, q) for q in queries]
+            middle = _counters()
+            d_out, took = [], []
+            for q in queries:
+                reply, key = d_engine.fast(q, "udp", "127.0.0.1")
+                took.append(reply is not None)
+                d_out.append(reply if reply is not None else await d_engine.handle(q, key=key))
+            after = _counters()
+            # A second later the entry has aged: the directly written reply is renewed in
+            # place (its TTLs counted down), the same bytes a hit on the entry writes.
+            await asyncio.sleep(1.1)
+            g_out.append(await _answer_any(g_engine, queries[0]))
+            reply, key = d_engine.fast(queries[0], "udp", "127.0.0.1")
+            took.append(reply is not None)
+            d_out.append(reply if reply is not None else await d_engine.handle(queries[0], key=key))
+            caches = [next(p for p in rt.plugins if p.name == "cache") for rt in (general, direct)]
+            entries = [[(k, str(i.answer[0].rdata), i.ttl) for k, i in c.pcache.items()] for c in caches]
+            return g_out, d_out, _delta(before, middle), _delta(middle, after), took, entries
+        finally:
+            await general.stop_plugins()
+            await direct.stop_plugins()
+
+    try:
+        g_out, d_out, g_delta, d_delta, took, entries = asyncio.run(run())
+    finally:
+        cluster.stop()
+        upstream.stop()
+    assert d_out == g_out
+    assert took == [True] * 6  # the miss directly, then the prepared reply (renewed once)
+    ttls = [rr.ttl for rr in dns.message.from_wire(d_out[-1]).answer]
+    assert ttls and all(t in (28, 29) for t in ttls)  # 30 counted down
+    assert entries[0] == entries[1] and len(entries[0]) == 1
+    assert g_delta == d_delta
+    assert any("coredns_cache_misses_total" in k for k in d_delta)
+    assert any("coredns_cache_hits_total" in k for k in d_delta)  # the four repeats
+
+
+async def _answer_any(engine: Any, q: bytes) -> bytes:
+    reply, key = engine.fast(q, "udp", "127.0.0.1")
+    if reply is not None:
+        return reply
+    out = await engine.handle(q, key=key)
+    assert out is not None
+    return out
