@@ -80,8 +80,15 @@ def parse_query(data: bytes, qend: int) -> DNSRecord | None:
 
 @lru_cache(maxsize=65536)
 def label(name: str) -> DNSLabel:
-    """A DNSLabel for a name (cached: parsing text labels goes through IDNA encoding)."""
+    """A DNSLabel for a name (cached: parsing text labels goes through IDNA encoding, which
+    for an absolute name of plain ASCII labels gives back the same bytes: split directly)."""
+    if _PLAIN_NAME.match(name):
+        return DNSLabel(tuple(name[:-1].encode("ascii").split(b".")))
     return DNSLabel(name)
+
+
+# An absolute name of labels of 1-63 letters, digits, '-' or '_' (no escapes, no IDNA).
+_PLAIN_NAME = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)+\Z")
 
 
 @lru_cache(maxsize=65536)

@@ -131,6 +131,9 @@ def reverse_to_ip(qname_lower: str) -> str | None:
         parts = qname_lower[: -len(".in-addr.arpa.")].split(".")
         if len(parts) != 4:
             return None
+        if all(p.isascii() and p.isdigit() and len(p) <= 3 and (p[0] != "0" or p == "0")
+               and int(p) <= 255 for p in parts):
+            return ".".join(reversed(parts))  # (what ipaddress makes of it, without parsing)
         try:
             return str(ipaddress.IPv4Address(".".join(reversed(parts))))
         except ValueError:
