@@ -8,9 +8,10 @@ chain is like that, the engine asks each of those plugins whether it would only 
 query on (``Plugin.direct_pass``), takes the reply's parts from the answering plugin
 (``Plugin.direct_answer``), and builds the same message the general path would: same header
 bits, same records in the same (shuffled) order, same EDNS record, same truncation, same
-metrics.  Anything unusual (a fallthrough, an ExternalName to chase, a cached zone, a query
-the loop plugin watches for, ``log`` in the chain) makes it decline, and the general path
-answers as before.  ``DNSD_DIRECT=0`` switches it off.
+metrics.  A plugin that keeps answers on their way back (the cache, on a miss) returns a
+``DirectFill`` and stores the reply itself.  Anything unusual (a fallthrough, an ExternalName
+to chase, a cache entry to serve, a query the loop plugin watches for, ``log`` in the chain)
+makes it decline, and the general path answers as before.  ``DNSD_DIRECT=0`` switches it off.
 """
 
 from __future__ import annotations
