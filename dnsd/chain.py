@@ -136,6 +136,13 @@ NOT_DIRECT = object()
 DIRECT_DO, DIRECT_CD = 1, 2  # direct_pass flags
 
 
+# A direct answer's answer, authority and additional records (light records).
+Sections = tuple[list[Any], list[Any], list[Any]]
+# What DirectFill.store returns: (validity, metrics replay hook, same spelling only, renew hook).
+FillResult = tuple[Callable[[], bool] | None, Callable[[int, int, float], None] | None, bool,
+                   Callable[[], tuple[int, int] | None] | None]
+
+
 class DirectFill:
     """A passing plugin's part in a direct answer that it would keep on its way back (the
     cache filling an entry on a miss).  ``accepts`` is asked before packing: False when
@@ -144,14 +151,10 @@ class DirectFill:
     to use instead, an extra metrics replay hook for hot-path repeats, whether only the
     same spelling may be repeated, and a ``renew`` hook (see PreparedAnswers.renew) or None."""
 
-    def accepts(self, rcode: int, sections: tuple[list[Any], list[Any], list[Any]]) -> bool:
+    def accepts(self, rcode: int, sections: Sections) -> bool:
         return True
 
-    def store(self, qname: str, qtype: int, rcode: int,
-              sections: tuple[list[Any], list[Any], list[Any]], truncated: bool,
-              valid: Callable[[], bool] | None,
-              ) -> tuple[Callable[[], bool] | None, Callable[[int, int, float], None] | None, bool,
-                         Callable[[], tuple[int, int] | None] | None]:
+    def store(self, rcode: int, sections: Sections, valid: Callable[[], bool] | None) -> FillResult:
         return valid, None, False, None
 
 

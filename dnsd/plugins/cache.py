@@ -44,7 +44,16 @@ from typing import Any, ClassVar
 from dnslib import OPCODE, QTYPE, RCODE, RR, DNSLabel, DNSRecord
 
 from dnsd import metrics
-from dnsd.chain import DIRECT_CD, DIRECT_DO, NOT_DIRECT, DirectFill, Next, SetupContext
+from dnsd.chain import (
+    DIRECT_CD,
+    DIRECT_DO,
+    NOT_DIRECT,
+    DirectFill,
+    FillResult,
+    Next,
+    Sections,
+    SetupContext,
+)
 from dnsd.chain import Plugin as Base
 from dnsd.corefile.address import normalize_zone
 from dnsd.corefile.ast import Directive
@@ -553,7 +562,7 @@ class _DirectFill(DirectFill):
         self.kind: str | None = None  # set by accepts: what the entry will be, if any
         self.ttl = 0
 
-    def accepts(self, rcode: int, sections: tuple[list[Any], list[Any], list[Any]]) -> bool:
+    def accepts(self, rcode: int, sections: Sections) -> bool:
         """As ``_store`` judges the reply; False when it would rewrite the TTLs the client
         sees (a TTL above the cache's cap or below its floor), which the direct reply cannot."""
         answers, auth, extra = sections
@@ -583,11 +592,7 @@ class _DirectFill(DirectFill):
         self.kind, self.ttl = kind, ttl
         return True
 
-    def store(self, qname: str, qtype: int, rcode: int,
-              sections: tuple[list[Any], list[Any], list[Any]], truncated: bool,
-              valid: Callable[[], bool] | None,
-              ) -> tuple[Callable[[], bool] | None, Callable[[int, int, float], None] | None, bool,
-                         Callable[[], tuple[int, int] | None] | None]:
+    def store(self, rcode: int, sections: Sections, valid: Callable[[], bool] | None) -> FillResult:
         plugin = self.plugin
         counters = plugin.counters(self.server)
         counters.requests.inc()

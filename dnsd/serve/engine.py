@@ -241,8 +241,7 @@ class Engine:
         valid, exact, renew = ans.valid, ans.case_sensitive, None
         replays = []
         for fill in reversed(fills):  # (the innermost first, as replies travel back)
-            valid, replay, apart, renew = fill.store(qname, qtype, rcode, kept_sections,
-                                                     bool(wire[2] & 0x02), valid)
+            valid, replay, apart, renew = fill.store(rcode, kept_sections, valid)
             exact = exact or apart
             if replay is not None:
                 replays.append(replay)

@@ -44,13 +44,9 @@ class _Writer:
 
     def name(self, labels: tuple[bytes, ...]) -> None:
         buf, names = self.buf, self.names
-        pointer = names.get(labels)
-        if pointer is not None:  # the whole name was written before (and checked then)
-            buf += _U16.pack(0xC000 | pointer)
-            return
-        if len(labels) + sum(map(len, labels)) > 254:
-            raise Unsupported("name longer than 255 octets")
         if not names and len(buf) < 0x3F00:  # the first name (the question): nothing to point at
+            if len(labels) + sum(map(len, labels)) > 254:
+                raise Unsupported("name longer than 255 octets")
             at = len(buf)
             for i, label in enumerate(labels):
                 if len(label) > 63:
@@ -59,23 +55,33 @@ class _Writer:
                 at += 1 + len(label)
             buf += _wire_name(labels)
             return
-        for i in range(len(labels)):
-            if i:
-                suffix = labels[i:]
-                pointer = names.get(suffix)
-                if pointer is not None:
-                    buf += _U16.pack(0xC000 | pointer)
-                    return
-            else:
-                suffix = labels
-            if len(buf) < 0x4000:
-                names[suffix] = len(buf)
-            label = labels[i]
-            if len(label) > 63:
-                raise Unsupported("label too long")
-            buf.append(len(label))
-            buf += label
-        buf.append(0)
+        write_name(buf, names, labels)
+
+
+def write_name(buf: bytearray, names: dict[tuple[bytes, ...], int], labels: tuple[bytes, ...]) -> None:
+    """A name at the end of ``buf``, compressed against ``names`` (the suffixes written so
+    far, by offset), which it extends; raises Unsupported for a name that cannot be written."""
+    pointer = names.get(labels)
+    if pointer is not None:  # the whole name was written before (and checked then)
+        buf += _U16.pack(0xC000 | pointer)
+        return
+    if len(labels) + sum(map(len, labels)) > 254:
+        raise Unsupported("name longer than 255 octets")
+    for i in range(len(labels)):
+        suffix = labels[i:]
+        if i:
+            pointer = names.get(suffix)
+            if pointer is not None:
+                buf += _U16.pack(0xC000 | pointer)
+                return
+        if len(buf) < 0x4000:
+            names[suffix] = len(buf)
+        label = labels[i]
+        if len(label) > 63:
+            raise Unsupported("label too long")
+        buf.append(len(label))
+        buf += label
+    buf.append(0)
 
 
 def _wire_name(labels: tuple[bytes, ...]) -> bytes:

@@ -3,7 +3,7 @@
 A first answer built from dnslib objects spends most of its time creating and walking those
 objects.  Answer code writes ``Rec`` tuples instead; ``to_rr`` turns one into a dnslib
 record for the general path, and ``Packer`` writes a whole reply from them, with exactly the
-bytes ``encode.pack`` writes for the same message (the same case-sensitive compression:
+bytes ``encode.pack`` writes for the same message (its compression, ``encode.write_name``:
 owners, NS/CNAME/PTR targets and SOA names compressed, SRV targets written in full).
 
 ``rdata`` by type: A/AAAA the address text, NS/CNAME/PTR the target name, SRV a tuple
@@ -21,6 +21,7 @@ from dnslib import CNAME, NS, RR, SOA, TXT
 
 from dnsd.wire import quick
 from dnsd.wire.encode import Unsupported
+from dnsd.wire.encode import write_name as _name
 
 A, NS_, CNAME_, SOA_, PTR, MX, TXT_, AAAA, SRV = 1, 2, 5, 6, 12, 15, 16, 28, 33
 _RR = struct.Struct("!HHIH")
@@ -245,31 +246,6 @@ def _rdata(buf: bytearray, names: dict[tuple[bytes, ...], int], memo: dict[str, 
         buf += text
     else:
         raise Unsupported(f"type {rtype}")
-
-
-def _name(buf: bytearray, names: dict[tuple[bytes, ...], int], labels: tuple[bytes, ...]) -> None:
-    """A compressed name, as ``encode._Writer.name`` writes it."""
-    pointer = names.get(labels)
-    if pointer is not None:
-        buf += _U16.pack(0xC000 | pointer)
-        return
-    if len(labels) + sum(map(len, labels)) > 254:
-        raise Unsupported("name longer than 255 octets")
-    for i in range(len(labels)):
-        suffix = labels[i:]
-        if i:
-            pointer = names.get(suffix)
-            if pointer is not None:
-                buf += _U16.pack(0xC000 | pointer)
-                return
-        if len(buf) < 0x4000:
-            names[suffix] = len(buf)
-        label = labels[i]
-        if len(label) > 63:
-            raise Unsupported("label too long")
-        buf.append(len(label))
-        buf += label
-    buf.append(0)
 
 
 def opt_bytes(size: int, do: bool) -> bytes:

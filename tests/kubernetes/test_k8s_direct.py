@@ -113,17 +113,8 @@ def test_direct_answers_equal_the_general_path_byte_for_byte() -> None:
         try:
             assert all(block.direct is not None for block in d_engine.blocks)
             d_engine.prepared.limit = 0
-            queries = _queries()
-            before = _counters()
-            g_out = [await _answer(g_engine, q) for q in queries]
-            middle = _counters()
-            d_out, took_direct = [], []
-            for q in queries:
-                reply, key = d_engine.fast(q, "udp", "127.0.0.1")
-                took_direct.append(reply is not None)
-                d_out.append(reply if reply is not None else await d_engine.handle(q, key=key))
-            after = _counters()
-            return g_out, d_out, _delta(before, middle), _delta(middle, after), took_direct
+            g_out, d_out, took_direct, g_delta, d_delta = await _both(g_engine, d_engine, _queries(), _answer)
+            return g_out, d_out, g_delta, d_delta, took_direct
         finally:
             await general.stop_plugins()
             await direct.stop_plugins()
@@ -270,25 +261,17 @@ def test_a_cache_miss_answered_directly_fills_the_cache_and_is_repeated_as_serve
                 q = dns.message.make_query(name, "PTR")
                 q.id = i
                 queries.append(q.to_wire())
-            before = _counters()
-            g_out = [await _answer_any(g_engine, q) for q in queries]
-            middle = _counters()
-            d_out, took = [], []
-            for q in queries:
-                reply, key = d_engine.fast(q, "udp", "127.0.0.1")
-                took.append(reply is not None)
-                d_out.append(reply if reply is not None else await d_engine.handle(q, key=key))
-            after = _counters()
+            g_out, d_out, took, g_delta, d_delta = await _both(g_engine, d_engine, queries, _answer_any)
             # A second later the entry has aged: the directly written reply is renewed in
             # place (its TTLs counted down), the same bytes a hit on the entry writes.
             await asyncio.sleep(1.1)
             g_out.append(await _answer_any(g_engine, queries[0]))
-            reply, key = d_engine.fast(queries[0], "udp", "127.0.0.1")
-            took.append(reply is not None)
-            d_out.append(reply if reply is not None else await d_engine.handle(queries[0], key=key))
+            again, took_again = await _fast_or_chain(d_engine, queries[0])
+            d_out.append(again)
+            took.append(took_again)
             caches = [next(p for p in rt.plugins if p.name == "cache") for rt in (general, direct)]
             entries = [[(k, str(i.answer[0].rdata), i.ttl) for k, i in c.pcache.items()] for c in caches]
-            return g_out, d_out, _delta(before, middle), _delta(middle, after), took, entries
+            return g_out, d_out, g_delta, d_delta, took, entries
         finally:
             await general.stop_plugins()
             await direct.stop_plugins()
@@ -308,10 +291,30 @@ def test_a_cache_miss_answered_directly_fills_the_cache_and_is_repeated_as_serve
     assert any("coredns_cache_hits_total" in k for k in d_delta)  # the four repeats
 
 
+async def _both(g_engine: Any, d_engine: Any, queries: list[bytes], ask_general: Any,
+                ) -> tuple[list[bytes], list[bytes], list[bool], dict[str, float], dict[str, float]]:
+    """The queries on the general engine (through ``ask_general``), then on the direct one:
+    both engines' replies, which direct replies came without the chain, and each engine's
+    counter deltas."""
+    before = _counters()
+    g_out = [await ask_general(g_engine, q) for q in queries]
+    middle = _counters()
+    answered = [await _fast_or_chain(d_engine, q) for q in queries]
+    after = _counters()
+    return (g_out, [a for a, _ in answered], [t for _, t in answered], _delta(before, middle),
+            _delta(middle, after))
+
+
 async def _answer_any(engine: Any, q: bytes) -> bytes:
+    return (await _fast_or_chain(engine, q))[0]
+
+
+async def _fast_or_chain(engine: Any, q: bytes) -> tuple[bytes, bool]:
+    """The reply to ``q`` and whether the engine's synchronous paths (prepared reply or
+    direct path) wrote it, rather than the coroutine chain."""
     reply, key = engine.fast(q, "udp", "127.0.0.1")
     if reply is not None:
-        return reply
+        return reply, True
     out = await engine.handle(q, key=key)
     assert out is not None
-    return out
+    return out, False
