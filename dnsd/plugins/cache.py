@@ -605,11 +605,11 @@ class _DirectFill(DirectFill):
                                [to_rr(rec) for rec in auth], [to_rr(rec) for rec in extra],
                                now, self.ttl, self.key[0])
         plugin._put(self.key, item, self.server)
-        # The direct reply is what a hit on the entry would write now (the same header bits,
-        # spelling, records and TTLs: accepts() made sure), so, unlike the reply of a miss
-        # through the chain, it may be renewed as the entry ages, as a hit's reply is.
+        # As the reply of a miss through the chain, it is repeated for its first second only
+        # (its bytes are a hit's, but its metrics say the kubernetes plugin wrote it; after
+        # that second a hit on the entry writes, and is prepared with, the cache's own).
         marks = _Marks()
-        plugin._allow_hot_path(None, marks, self.key, item, valid, now, renewable=True)
+        plugin._allow_hot_path(None, marks, self.key, item, valid, now)
         if marks.valid is None:
             return None, None, False, None
         replay = counters.repeats[item.kind == SUCCESS].fast_replay(None, None, 0)  # type: ignore[attr-defined]
