@@ -138,9 +138,8 @@ DIRECT_DO, DIRECT_CD = 1, 2  # direct_pass flags
 
 # A direct answer's answer, authority and additional records (light records).
 Sections = tuple[list[Any], list[Any], list[Any]]
-# What DirectFill.store returns: (validity, metrics replay hook, same spelling only, renew hook).
-FillResult = tuple[Callable[[], bool] | None, Callable[[int, int, float], None] | None, bool,
-                   Callable[[], tuple[int, int] | None] | None]
+# What DirectFill.store returns: (validity, metrics replay hook, same spelling only).
+FillResult = tuple[Callable[[], bool] | None, Callable[[int, int, float], None] | None, bool]
 
 
 class DirectFill:
@@ -148,14 +147,14 @@ class DirectFill:
     cache filling an entry on a miss).  ``accepts`` is asked before packing: False when
     ``serve`` would change the reply (the general path then answers); ``store`` is called
     once the reply is packed, with its validity for the hot path, and returns the validity
-    to use instead, an extra metrics replay hook for hot-path repeats, whether only the
-    same spelling may be repeated, and a ``renew`` hook (see PreparedAnswers.renew) or None."""
+    to use instead, an extra metrics replay hook for hot-path repeats, and whether only the
+    same spelling may be repeated."""
 
     def accepts(self, rcode: int, sections: Sections) -> bool:
         return True
 
     def store(self, rcode: int, sections: Sections, valid: Callable[[], bool] | None) -> FillResult:
-        return valid, None, False, None
+        return valid, None, False
 
 
 @dataclass(slots=True)

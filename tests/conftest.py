@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,12 @@ def upstreams() -> Iterator[Callable[..., Upstream]]:
     yield start
     for up in started:
         up.stop()
+
+
+@pytest.fixture
+def api(cluster: Any) -> Iterator[Any]:
+    """A kubernetes ApiClient on the module's ``cluster`` fixture (an API emulator)."""
+    from kubernetes import client
+
+    with client.ApiClient(client.Configuration(host=cluster.url)) as api_client:
+        yield api_client

@@ -598,7 +598,7 @@ class _DirectFill(DirectFill):
         counters.requests.inc()
         counters.misses.inc()
         if self.kind is None:
-            return valid, None, False, None
+            return valid, None, False
         now = time.monotonic()
         answers, auth, extra = sections
         item = Item.of_records(self.kind, rcode, False, False, [to_rr(rec) for rec in answers],
@@ -610,25 +610,16 @@ class _DirectFill(DirectFill):
         # that second a hit on the entry writes, and is prepared with, the cache's own).
         marks = _Marks()
         plugin._allow_hot_path(None, marks, self.key, item, valid, now)
-        if marks.valid is None:
-            return None, None, False, None
+        valid = marks.__dict__.get("valid")
+        if valid is None:
+            return None, None, False
         replay = counters.repeats[item.kind == SUCCESS].fast_replay(None, None, 0)  # type: ignore[attr-defined]
-        return marks.valid, replay, item.spelled_apart, marks.renew
+        return valid, replay, item.spelled_apart
 
 
 class _Marks:
-    """What _allow_hot_path sets on a reply, for a direct answer (which has no message)."""
-
-    __slots__ = ("valid", "renew", "case_sensitive")
-
-    def __init__(self) -> None:
-        self.valid: Callable[[], bool] | None = None
-        self.renew: Callable[[], tuple[int, int] | None] | None = None
-        self.case_sensitive = False
-
-    @property
-    def __dict__(self) -> dict[str, Any]:  # (what _allow_hot_path pops "valid" from)
-        return {}
+    """Takes the marks _allow_hot_path sets on a reply (``valid``, ``case_sensitive``), for
+    a direct answer, which has no message to carry them."""
 
 
 class _PassedOn:

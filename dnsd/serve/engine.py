@@ -238,10 +238,10 @@ class Engine:
             return None
         for commit in commits:
             commit()
-        valid, exact, renew = ans.valid, ans.case_sensitive, None
+        valid, exact = ans.valid, ans.case_sensitive
         replays = []
         for fill in reversed(fills):  # (the innermost first, as replies travel back)
-            valid, replay, apart, renew = fill.store(rcode, kept_sections, valid)
+            valid, replay, apart = fill.store(rcode, kept_sections, valid)
             exact = exact or apart
             if replay is not None:
                 replays.append(replay)
@@ -267,7 +267,7 @@ class Engine:
                     shuffled = (light.round_robin(list(kept[0])), light.round_robin(list(kept[1])),
                                 light.round_robin(list(kept[2])))
                     return _pack_light(packer, head, shuffled, opt, limit)[0]
-            self._keep(k, wire, valid, on_hit, exact, again, proto, renew)
+            self._keep(k, wire, valid, on_hit, exact, again, proto)
         return wire
 
     def route(self, qname_lower: str) -> tuple[str, Block] | None:

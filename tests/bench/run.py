@@ -437,12 +437,8 @@ class Bench:
                    expected: dict[tuple[str, str], set[str]], last: bool) -> None:
         name = cluster.spec.name
         run = ServerRun("dnsd", name)
-        ex = DnsdExtras(name, len(cluster.services), cluster.endpoint_count)
         self.runs.append(run)
-        self.extras.append(ex)
-        log(f"[{name}] loading {len(cluster.services):,} services / {cluster.endpoint_count:,} "
-            "endpoints into the emulator (in-process)")
-        dev, ex.emulator_load_s = self.emulator(cluster)
+        ex, dev = self.loaded(cluster)
         try:
             d = self.start_and_measure(dev, name, ex)
             run.start_s = d.first_answer_s
@@ -614,17 +610,22 @@ class Bench:
             f"RSS {ex.rss_ready_mib:.1f} MiB (peak {ex.rss_peak_mib:.1f} MiB)")
         return d
 
-    def memory_suite(self, cluster: model.Cluster) -> None:
-        """--memory-only: start-up timings, RSS at ready and the per-object memory figures,
-        with dnsd started exactly as in the full suite (no dnsperf, no unbound comparison)."""
+    def loaded(self, cluster: model.Cluster) -> tuple[DnsdExtras, Any]:
+        """The cluster loaded into an in-process emulator, and the extras row it starts."""
         name = cluster.spec.name
         ex = DnsdExtras(name, len(cluster.services), cluster.endpoint_count)
         self.extras.append(ex)
         log(f"[{name}] loading {len(cluster.services):,} services / {cluster.endpoint_count:,} "
             "endpoints into the emulator (in-process)")
         dev, ex.emulator_load_s = self.emulator(cluster)
+        return ex, dev
+
+    def memory_suite(self, cluster: model.Cluster) -> None:
+        """--memory-only: start-up timings, RSS at ready and the per-object memory figures,
+        with dnsd started exactly as in the full suite (no dnsperf, no unbound comparison)."""
+        ex, dev = self.loaded(cluster)
         try:
-            d = self.start_and_measure(dev, name, ex)
+            d = self.start_and_measure(dev, cluster.spec.name, ex)
             self.stop_dnsd(d)
         finally:
             self.drop_emulator(dev)

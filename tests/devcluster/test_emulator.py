@@ -38,12 +38,6 @@ def cluster() -> Iterator[DevCluster]:
 
 
 @pytest.fixture
-def api(cluster: DevCluster) -> Iterator[client.ApiClient]:
-    with client.ApiClient(client.Configuration(host=cluster.url)) as api_client:
-        yield api_client
-
-
-@pytest.fixture
 def v1(api: client.ApiClient) -> client.CoreV1Api:
     return client.CoreV1Api(api)
 

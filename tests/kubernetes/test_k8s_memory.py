@@ -52,12 +52,6 @@ def cluster() -> Iterator[DevCluster]:
     c.stop()
 
 
-@pytest.fixture
-def api(cluster: DevCluster) -> Iterator[client.ApiClient]:
-    with client.ApiClient(client.Configuration(host=cluster.url)) as api_client:
-        yield api_client
-
-
 def list_requests(cluster: DevCluster, path: str) -> list[dict[str, str]]:
     return [q for method, p, q in cluster.request_log
             if method == "GET" and p == path and q.get("watch") not in ("true", "1")]
