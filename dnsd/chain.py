@@ -122,8 +122,9 @@ class Plugin:
 
     def direct_pass(self, qname_lower: str, qtype: int, server: str, flags: int = 0) -> object:
         """For ``direct_role = "pass"``: NOT_DIRECT when this query needs ``serve``; else
-        None, a callable to run once the direct answer is sent (metrics it would count), or
-        a ``DirectFill`` that sees the answer on its way back.  ``flags``: DIRECT_DO and
+        None, a callable to run once the direct answer is sent (metrics it would count), a
+        ``DirectFill`` that sees the answer on its way back, or a ``DirectHit`` that answers
+        the query itself.  ``flags``: DIRECT_DO and
         DIRECT_CD when the query has those bits."""
         return None
 
@@ -150,11 +151,36 @@ class DirectFill:
     to use instead, an extra metrics replay hook for hot-path repeats, and whether only the
     same spelling may be repeated."""
 
+    __slots__ = ()
+
     def accepts(self, rcode: int, sections: Sections) -> bool:
         return True
 
     def store(self, rcode: int, sections: Sections, valid: Callable[[], bool] | None) -> FillResult:
         return valid, None, False
+
+
+# What DirectHit.served returns: (validity, TTL renewal hook, metrics replay hook, same
+# spelling only); a None validity: the reply is not repeated.
+HitResult = tuple[Callable[[], bool] | None, Callable[[], tuple[int, int] | None] | None,
+                  Callable[[int, int, float], None] | None, bool]
+
+
+class DirectHit:
+    """A passing plugin answering a query itself from what it keeps (the cache, from a fresh
+    entry): the plugins after it never see the query.  ``answer(qname, query_flags, do)``
+    gives the rcode, header bits to add (RA, AD) and the reply's records for the asker's
+    spelling; ``served`` is called once the reply is packed (it counts the query) and says
+    how the hot path may repeat it.  ``name`` is the writer in the metrics."""
+
+    __slots__ = ()
+    name = ""
+
+    def answer(self, qname: str, query_flags: int, do: bool) -> tuple[int, int, Sections]:
+        raise NotImplementedError
+
+    def served(self) -> HitResult:
+        return None, None, None, False
 
 
 @dataclass(slots=True)

@@ -49,7 +49,9 @@ from dnsd.chain import (
     DIRECT_DO,
     NOT_DIRECT,
     DirectFill,
+    DirectHit,
     FillResult,
+    HitResult,
     Next,
     Sections,
     SetupContext,
@@ -137,29 +139,32 @@ def _copy_rr(rr: RR, ttl: int | None = None, name: DNSLabel | None = None) -> RR
     return record
 
 
-@dataclass
 class Item:
-    """One cached reply."""
+    """One cached reply.  Its records are dnslib records, or light records (``light``: a
+    miss the direct path answered), turned into dnslib records only when ``serve`` first
+    needs them; the direct path serves hits on light entries as they are (``_DirectHit``)."""
 
-    kind: str
-    rcode: int
-    ra: bool
-    ad: bool
-    answer: list[RR]
-    auth: list[RR]
-    extra: list[RR]
-    stored: float
-    ttl: int  # seconds the entry is fresh
-    hits: int = 0
-    last_hit: float = 0.0
-    refreshing: bool = False
-    # The lower-cased name the entry answers, and which answer records are owned by it (they
-    # are served with the asker's spelling): worked out once instead of on every hit.
-    lower: str | None = None
-    renamed: tuple[bool, ...] = ()
-    # Whether a reply from the entry holds another name that may be compressed against the
-    # question (see _spelled_apart): then the hot path may only repeat the very same spelling.
-    spelled_apart: bool = True
+    __slots__ = ("kind", "rcode", "ra", "ad", "_answer", "_auth", "_extra", "light", "stored",
+                 "ttl", "hits", "last_hit", "refreshing", "lower", "renamed", "spelled_apart")
+
+    def __init__(self, kind: str, rcode: int, ra: bool, ad: bool, answer: list[RR] | None,
+                 auth: list[RR] | None, extra: list[RR] | None, stored: float, ttl: int,
+                 light: Sections | None = None) -> None:
+        self.kind, self.rcode, self.ra, self.ad = kind, rcode, ra, ad
+        self._answer, self._auth, self._extra = answer, auth, extra
+        self.light = light
+        self.stored = stored
+        self.ttl = ttl  # seconds the entry is fresh
+        self.hits = 0
+        self.last_hit = 0.0
+        self.refreshing = False
+        # The lower-cased name the entry answers, and which answer records are owned by it
+        # (they are served with the asker's spelling): worked out once, not on every hit.
+        self.lower: str | None = None
+        self.renamed: tuple[bool, ...] = ()
+        # Whether a reply from the entry holds another name that may be compressed against
+        # the question (see _spelled_apart): then the hot path may only repeat that spelling.
+        self.spelled_apart = True
 
     @classmethod
     def of(cls, reply: DNSRecord, kind: str, now: float, ttl: int, lower: str | None = None) -> Item:
@@ -174,12 +179,47 @@ class Item:
                    auth: list[RR], extra: list[RR], now: float, ttl: int,
                    lower: str | None = None) -> Item:
         """An entry of records nothing else holds (no copies made)."""
-        item = cls(kind=kind, rcode=rcode, ra=ra, ad=ad, answer=answer, auth=auth, extra=extra,
-                   stored=now, ttl=ttl, lower=lower)
+        item = cls(kind, rcode, ra, ad, answer, auth, extra, now, ttl)
         if lower is not None:
+            item.lower = lower
             item.renamed = _owned_by(answer, lower)
             item.spelled_apart = _spelled_apart(item, lower)
         return item
+
+    @classmethod
+    def of_light(cls, kind: str, rcode: int, sections: Sections, now: float, ttl: int,
+                 lower: str) -> Item:
+        """An entry of light records (a direct answer's, which nothing changes later)."""
+        item = cls(kind, rcode, False, False, None, None, None, now, ttl, sections)
+        item.lower = lower
+        item.renamed = tuple(rec[0].lower() == lower for rec in sections[0])
+        item.spelled_apart = _light_spelled_apart(item, lower)
+        return item
+
+    def _records(self) -> None:
+        light = self.light
+        assert light is not None
+        self._answer = [to_rr(rec) for rec in light[0]]
+        self._auth = [to_rr(rec) for rec in light[1]]
+        self._extra = [to_rr(rec) for rec in light[2]]
+
+    @property
+    def answer(self) -> list[RR]:
+        if self._answer is None:
+            self._records()
+        return self._answer  # type: ignore[return-value]
+
+    @property
+    def auth(self) -> list[RR]:
+        if self._auth is None:
+            self._records()
+        return self._auth  # type: ignore[return-value]
+
+    @property
+    def extra(self) -> list[RR]:
+        if self._extra is None:
+            self._records()
+        return self._extra  # type: ignore[return-value]
 
     def remaining(self, now: float) -> int:
         """Whole seconds of freshness left (negative once expired)."""
@@ -209,6 +249,21 @@ class Item:
         reply.auth = [_copy_rr(rr, ttl) for rr in self.auth]
         reply.ar = [_copy_rr(rr, ttl) for rr in self.extra]
         return reply
+
+    def light_reply(self, qname: str, now: float, keepttl: bool) -> Sections:
+        """``to_reply``'s records as light records (a fresh light entry, asked as ``qname``,
+        whose lower-cased form is the entry's name)."""
+        light = self.light
+        assert light is not None
+        if keepttl:
+            answers = [(qname, rec[1], rec[2], rec[3]) if own else rec
+                       for rec, own in zip(light[0], self.renamed, strict=True)]
+            return answers, light[1], light[2]
+        ttl = self.remaining(now)
+        answers = [(qname if own else rec[0], rec[1], ttl, rec[3])
+                   for rec, own in zip(light[0], self.renamed, strict=True)]
+        return (answers, [(rec[0], rec[1], ttl, rec[3]) for rec in light[1]],
+                [(rec[0], rec[1], ttl, rec[3]) for rec in light[2]])
 
 
 def _owned_by(records: list[RR], lower: str) -> tuple[bool, ...]:
@@ -247,6 +302,30 @@ def _spelled_apart(item: Item, lower: str) -> bool:
         if parts and parts[-1].lower() == last:
             return True
     return False
+
+
+def _light_spelled_apart(item: Item, lower: str) -> bool:
+    """``_spelled_apart`` for an entry of light records."""
+    last = lower.rstrip(".").rpartition(".")[2]
+    if not last:
+        return True
+    light = item.light
+    assert light is not None
+    names = [rec[0] for rec, own in zip(light[0], item.renamed, strict=True) if not own]
+    names += [rec[0] for rec in (*light[1], *light[2])]
+    for rec in (*light[0], *light[1], *light[2]):
+        rtype, rd = rec[1], rec[3]
+        if rtype in _NO_NAMES:
+            continue
+        if rtype in (QTYPE.CNAME, QTYPE.PTR, QTYPE.NS, QTYPE.DNAME):
+            names.append(rd)
+        elif rtype == QTYPE.SRV:
+            names.append(rd[3])
+        elif rtype == QTYPE.SOA:
+            names += (rd[0], rd[1])
+        else:
+            return True  # names unknown: keep to the same spelling
+    return any(name.rstrip(".").rpartition(".")[2].lower() == last for name in names)
 
 
 def _text(label: DNSLabel) -> str:
@@ -305,6 +384,8 @@ class Plugin(Base):
         self._tasks: set[asyncio.Task[None]] = set()
         self._counters: dict[str, _Counters] = {}  # by server label
         self._direct_counts: dict[str, _PassedOn] = {}  # by server label
+        self._sizes: dict[str, tuple[int, int]] = {}  # entries after the server's last store
+        metrics.QUERY_STATS.sources.add(self)  # flush_all before every scrape
 
     def counters(self, server: str) -> _Counters:
         """This plugin's metric children for one listener (``.labels()`` costs microseconds:
@@ -337,9 +418,13 @@ class Plugin(Base):
         if s.verify_stale:
             return NOT_DIRECT
         key = (qname_lower, qtype, bool(flags & DIRECT_DO), bool(flags & DIRECT_CD))
-        if self._get(key, time.monotonic()) is not None:
-            return NOT_DIRECT
-        return _DirectFill(self, key, server)
+        now = time.monotonic()
+        item = self._get(key, now)
+        if item is None:
+            return _DirectFill(self, key, server)
+        if item.light is None or s.prefetch or not item.fresh(now):
+            return NOT_DIRECT  # (stale answers and prefetch need serve)
+        return _DirectHit(self, key, server, item, now)
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -500,12 +585,19 @@ class Plugin(Base):
         other.pop(key, None)
         store.pop(key, None)
         store[key] = item
-        counters = self.counters(server)
         while len(store) > max(cap, 1):
             store.popitem(last=False)
-            counters.evictions[positive].inc()
-        counters.entries[True].set(len(self.pcache))
-        counters.entries[False].set(len(self.ncache))
+            self.counters(server).evictions[positive].inc()
+        # The entries gauges as this server's store left them, set before every scrape
+        # (flush_all): two gauge sets per stored entry were a large part of a fill's cost.
+        self._sizes[server] = (len(self.pcache), len(self.ncache))
+
+    def flush_all(self) -> None:
+        """Set the entries gauges (called before every scrape)."""
+        for server, (positive, negative) in list(self._sizes.items()):
+            entries = self.counters(server).entries
+            entries[True].set(positive)
+            entries[False].set(negative)
 
     # --- prefetch and stale refresh --------------------------------------------------------
 
@@ -543,6 +635,7 @@ class Plugin(Base):
             item.refreshing = False
 
     async def stop(self) -> None:
+        self.flush_all()  # (the gauges outlive this instance, as after a reload)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -600,26 +693,58 @@ class _DirectFill(DirectFill):
         if self.kind is None:
             return valid, None, False
         now = time.monotonic()
-        answers, auth, extra = sections
-        item = Item.of_records(self.kind, rcode, False, False, [to_rr(rec) for rec in answers],
-                               [to_rr(rec) for rec in auth], [to_rr(rec) for rec in extra],
-                               now, self.ttl, self.key[0])
+        item = Item.of_light(self.kind, rcode, sections, now, self.ttl, self.key[0])
         plugin._put(self.key, item, self.server)
         # As the reply of a miss through the chain, it is repeated for its first second only
         # (its bytes are a hit's, but its metrics say the kubernetes plugin wrote it; after
         # that second a hit on the entry writes, and is prepared with, the cache's own).
         marks = _Marks()
         plugin._allow_hot_path(None, marks, self.key, item, valid, now)
-        valid = marks.__dict__.get("valid")
+        valid = marks.valid
         if valid is None:
             return None, None, False
         replay = counters.repeats[item.kind == SUCCESS].fast_replay(None, None, 0)  # type: ignore[attr-defined]
         return valid, replay, item.spelled_apart
 
 
+class _DirectHit(DirectHit):
+    """A hit on a light entry answered by the direct path: ``serve``'s reply from it, counted
+    as ``serve`` counts a hit, and repeated by the hot path as ``serve``'s hit reply is."""
+
+    __slots__ = ("plugin", "key", "server", "item", "now")
+    name = "cache"
+
+    def __init__(self, plugin: Plugin, key: Key, server: str, item: Item, now: float) -> None:
+        self.plugin, self.key, self.server, self.item, self.now = plugin, key, server, item, now
+
+    def answer(self, qname: str, query_flags: int, do: bool) -> tuple[int, int, Sections]:
+        item = self.item
+        bits = 0x0080 if item.ra else 0
+        if item.ad and (do or query_flags & 0x0020):
+            bits |= 0x0020
+        return item.rcode, bits, item.light_reply(qname, self.now, self.plugin.s.keepttl)
+
+    def served(self) -> HitResult:
+        plugin, item = self.plugin, self.item
+        counters = plugin.counters(self.server)
+        positive = item.kind == SUCCESS
+        counters.requests.inc()
+        counters.hits[positive].inc()
+        marks = _Marks()
+        plugin._allow_hot_path(None, marks, self.key, item, None, self.now, renewable=True)
+        if marks.valid is None:
+            return None, None, None, False
+        replay = counters.repeats[positive].fast_replay(None, None, 0)  # type: ignore[attr-defined]
+        return marks.valid, marks.renew, replay, item.spelled_apart
+
+
 class _Marks:
-    """Takes the marks _allow_hot_path sets on a reply (``valid``, ``case_sensitive``), for
-    a direct answer, which has no message to carry them."""
+    """Takes the marks _allow_hot_path sets on a reply (``valid``, ``case_sensitive``,
+    ``renew``), for a direct answer, which has no message to carry them."""
+
+    valid: Callable[[], bool] | None = None
+    renew: Callable[[], tuple[int, int] | None] | None = None
+    case_sensitive = False
 
 
 class _PassedOn:

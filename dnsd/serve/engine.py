@@ -27,7 +27,7 @@ from typing import Any
 from dnslib import EDNS0, OPCODE, QTYPE, RCODE, RR, DNSLabel, DNSQuestion, DNSRecord
 from dnslib.label import DNSBuffer, DNSLabelError
 
-from dnsd.chain import DIRECT_CD, DIRECT_DO, NOT_DIRECT, DirectFill, Next, Plugin
+from dnsd.chain import DIRECT_CD, DIRECT_DO, NOT_DIRECT, DirectFill, DirectHit, Next, Plugin
 from dnsd.request import Request, error_reply, header_only_reply, make_reply, type_name
 from dnsd.serve.direct import Plan, plan_for
 from dnsd.wire import light
@@ -207,6 +207,7 @@ class Engine:
         bits = (DIRECT_DO if do else 0) | (DIRECT_CD if flags & 0x0010 else 0)
         commits = []
         fills: list[DirectFill] = []
+        hit: DirectHit | None = None
         for plugin in plan.passers:
             verdict = plugin.direct_pass(lower, qtype, server, bits)
             if verdict is NOT_DIRECT:
@@ -214,13 +215,25 @@ class Engine:
             if verdict is not None:
                 if isinstance(verdict, DirectFill):
                     fills.append(verdict)
+                elif isinstance(verdict, DirectHit):
+                    hit = verdict  # (the plugins after it never see the query)
+                    break
                 else:
                     commits.append(verdict)
-        ans = plan.answerer.direct_answer(qname, lower, qtype)
-        if ans is None:
-            return None
-        rcode = ans.rcode
-        sections = (ans.answer, ans.auth, ans.additional)
+        ans = None
+        header_bits = 0
+        if hit is None:
+            ans = plan.answerer.direct_answer(qname, lower, qtype)
+            if ans is None:
+                return None
+            rcode = ans.rcode
+            sections = (ans.answer, ans.auth, ans.additional)
+            writer = plan.answerer.name
+        elif fills:
+            return None  # (a cache inside another: the general path)
+        else:
+            rcode, header_bits, sections = hit.answer(qname, flags, do)
+            writer = hit.name
         for fill in fills:  # (they see the records before loadbalance, as in the chain)
             if not fill.accepts(rcode, sections):
                 return None
@@ -231,18 +244,24 @@ class Engine:
             sections = (light.round_robin(sections[0]), light.round_robin(sections[1]),
                         light.round_robin(sections[2]))
         packer = light.Packer(data[12:rest], tuple(labels), qname)
-        head = data[:2] + _U16.pack(0x8400 | (flags & 0x0110) | rcode)
+        head = data[:2] + _U16.pack(0x8400 | (flags & 0x0110) | header_bits | rcode)
         try:
             wire, sections, head = _pack_light(packer, head, sections, opt, limit)
         except Unsupported:
             return None
         for commit in commits:
             commit()
-        valid, exact = ans.valid, ans.case_sensitive
         replays = []
-        for fill in reversed(fills):  # (the innermost first, as replies travel back)
-            valid, replay, apart = fill.store(rcode, kept_sections, valid)
-            exact = exact or apart
+        renew = None
+        if ans is not None:
+            valid, exact = ans.valid, ans.case_sensitive
+            for fill in reversed(fills):  # (the innermost first, as replies travel back)
+                valid, replay, apart = fill.store(rcode, kept_sections, valid)
+                exact = exact or apart
+                if replay is not None:
+                    replays.append(replay)
+        else:
+            valid, renew, replay, exact = hit.served()  # type: ignore[union-attr]
             if replay is not None:
                 replays.append(replay)
         on_hit = None
@@ -251,11 +270,11 @@ class Engine:
             rname = _RCODE_NAMES.get(rcode) or RCODE.get(rcode, str(rcode))
             tname = type_name(qtype)
             metrics.QUERY_STATS.observe(server, zone, proto, "2" if ":" in client_ip else "1", tname,
-                                        do, rname, plan.answerer.name,
+                                        do, rname, writer,
                                         time.perf_counter() - started, len(data), len(wire))
             if valid is not None and self.prepared.limit > 0:
                 on_hit = metrics.QUERY_STATS.replayer(server, zone, proto, tname, do, rname,
-                                                      plan.answerer.name, len(data), len(wire))
+                                                      writer, len(data), len(wire))
         if replays and valid is not None:
             on_hit = _replay_all([*replays, on_hit] if on_hit is not None else replays)
         if valid is not None and self.prepared.limit > 0:
@@ -267,7 +286,7 @@ class Engine:
                     shuffled = (light.round_robin(list(kept[0])), light.round_robin(list(kept[1])),
                                 light.round_robin(list(kept[2])))
                     return _pack_light(packer, head, shuffled, opt, limit)[0]
-            self._keep(k, wire, valid, on_hit, exact, again, proto)
+            self._keep(k, wire, valid, on_hit, exact, again, proto, renew)
         return wire
 
     def route(self, qname_lower: str) -> tuple[str, Block] | None:

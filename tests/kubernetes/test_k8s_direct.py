@@ -19,6 +19,7 @@ import dns.flags
 import dns.message
 import dns.rdatatype
 import dns.reversename
+import pytest
 from k8s_support import fixture_objects, start_cluster
 from prometheus_client import generate_latest
 
@@ -131,8 +132,8 @@ def test_direct_answers_equal_the_general_path_byte_for_byte() -> None:
     # The direct path answered most cluster queries; it declined the ExternalName that is
     # chased outside the zone and the forwarded name.  A PTR (the cache keeps in-addr.arpa)
     # is answered directly when the cache has no entry for it, and the entry is stored as
-    # serve() stores it: the later variants that hit it take the general path in both
-    # engines, and their bytes (served from the entry) are compared above too.
+    # serve() stores it; the later variants that hit it are answered directly from the entry
+    # (on the general engine, by serve()), and their bytes are compared above too.
     direct_names = {NAMES[j // 4] for j, took in enumerate(took_direct) if took}
     assert ("svc1.testns.svc.cluster.local.", "A") in direct_names
     assert ("_http._tcp.hdls1.testns.svc.cluster.local.", "SRV") in direct_names
@@ -145,11 +146,67 @@ def test_direct_answers_equal_the_general_path_byte_for_byte() -> None:
         if name.startswith("99.99.99.10."):  # no such address: falls through to forward
             assert took_direct[j * 4 : j * 4 + 4] == [False] * 4
             continue
-        # no EDNS and EDNS without DO or CD share one cache key: miss (direct), then hit;
-        # CD and DO are keys of their own: misses again (direct)
-        assert took_direct[j * 4 : j * 4 + 4] == [True, False, True, True], name
+        # no EDNS and EDNS without DO or CD share one cache key: a miss, then a hit, both
+        # answered directly; CD and DO are keys of their own: misses again (direct)
+        assert took_direct[j * 4 : j * 4 + 4] == [True] * 4, name
     assert g_delta == d_delta
     assert g_delta  # something was counted at all
+
+
+# The whole zone cached (answers, NXDOMAIN and NODATA denials, SRV with additional
+# records), no fallthrough (PTR denials come from kubernetes), with and without keepttl.
+ALL_CACHED = COREFILE.replace("        fallthrough in-addr.arpa ip6.arpa\n", "").replace(
+    "    cache 30 {{\n        disable success cluster.local\n        disable denial cluster.local\n    }}\n",
+    "    cache 30 {{\n%s    }}\n")
+assert "disable" not in ALL_CACHED and "fallthrough" not in ALL_CACHED
+
+
+@pytest.mark.parametrize("options", ["", "        keepttl\n"], ids=["countdown", "keepttl"])
+def test_cache_hits_answered_directly_equal_serve_byte_for_byte(options: str) -> None:
+    """Every query of the first test, each name also asked in other spellings, twice over
+    with a pause between: the first round fills the cache (misses), the second round and
+    the repeats hit it.  With prepared answers off, every hit on the direct engine is a
+    direct answer from the entry; bytes and counters equal the general path's."""
+    cluster = start_cluster(fixture_objects())
+    upstream = Upstream(delay=0).start()
+    queries = _queries()
+    respelled = []
+    for i, (name, rdtype) in enumerate(NAMES):
+        for variant, spelled in enumerate((name.upper(), name.title())):
+            q = dns.message.make_query(spelled, rdtype, use_edns=variant > 0, payload=1232)
+            q.id = 1000 + i * 2 + variant
+            respelled.append(q.to_wire())
+    asked = queries + respelled + queries + respelled
+
+    async def run() -> tuple[list[Any], list[Any], dict[str, float], dict[str, float], list[bool]]:
+        text = ALL_CACHED.format(url=cluster.url, upstream=upstream.port).replace("%s", options)
+        general, direct, g_engine, d_engine = await _two_engines(text)
+        try:
+            d_engine.prepared.limit = 0
+            cache = next(p for p in direct.plugins if p.name == "cache")
+            g_out, d_out, took, g_delta, d_delta = await _both(
+                g_engine, d_engine, asked, _answer, pause=1.1, at=(len(asked) // 2,))
+            assert len(cache.pcache) > 20 and len(cache.ncache) > 5
+            return g_out, d_out, g_delta, d_delta, took
+        finally:
+            await general.stop_plugins()
+            await direct.stop_plugins()
+
+    try:
+        g_out, d_out, g_delta, d_delta, took = asyncio.run(run())
+    finally:
+        cluster.stop()
+        upstream.stop()
+    for j, (g, d) in enumerate(zip(g_out, d_out, strict=True)):
+        assert d == g, (j, dns.message.from_wire(g), dns.message.from_wire(d))
+    # the second round: cluster names are hits, answered directly (not the chased
+    # ExternalName, and not the forwarded names, whose entries hold dnslib records)
+    second = took[len(asked) // 2 :]
+    assert sum(second) >= 0.8 * len(second)
+    hits = {k: v for k, v in d_delta.items() if k.startswith("coredns_cache_hits_total")}
+    assert sum(hits.values()) >= 0.8 * len(second)
+    assert any('coredns_dns_responses_total' in k and 'plugin="cache"' in k for k in d_delta)
+    assert g_delta == d_delta
 
 
 async def _two_engines(text: str) -> tuple[Runtime, Runtime, Any, Any]:
@@ -246,8 +303,10 @@ def _records(section: list[Any]) -> list[str]:
 def test_a_cache_miss_answered_directly_fills_the_cache_and_is_repeated_as_serve_would() -> None:
     """A PTR (kept by the cache) asked five times on each engine, prepared answers on: the
     first ask is a miss (answered directly on one engine, through the chain on the other),
-    the others are hot-path repeats of it; then twice more a second later.  Replies, cache
-    entries and every counter agree."""
+    the others are hot-path repeats of it; then twice more a second later (a hit on the
+    entry, answered directly on one engine, then its repeat), and twice more another second
+    later (the hit's prepared reply, its TTLs counted down).  Replies, cache entries and
+    every counter agree."""
     cluster = start_cluster(fixture_objects())
     upstream = Upstream(delay=0).start()
     name = dns.reversename.from_address("10.96.1.1").to_text()
@@ -262,8 +321,12 @@ def test_a_cache_miss_answered_directly_fills_the_cache_and_is_repeated_as_serve
                 q = dns.message.make_query(name, "PTR")
                 q.id = i
                 queries.append(q.to_wire())
+            hits_before = d_engine.prepared.hits
             g_out, d_out, took, g_delta, d_delta = await _both(
-                g_engine, d_engine, queries + queries[:2], _answer_any, pause=1.1, at=5)
+                g_engine, d_engine, queries + queries[:2] + queries[2:4], _answer_any, pause=1.1,
+                at=(5, 7))
+            # the miss's four repeats, the hit's repeat, and the renewed hit twice
+            assert d_engine.prepared.hits - hits_before == 7
             caches = [next(p for p in rt.plugins if p.name == "cache") for rt in (general, direct)]
             entries = [[(k, str(i.answer[0].rdata), i.ttl) for k, i in c.pcache.items()] for c in caches]
             return g_out, d_out, g_delta, d_delta, took, entries
@@ -279,24 +342,25 @@ def test_a_cache_miss_answered_directly_fills_the_cache_and_is_repeated_as_serve
     assert d_out == g_out
     # the miss directly, then the prepared reply; a second later, as on the general path,
     # the entry's own reply (a hit: the plugin that wrote it is the cache), then its repeat
-    assert took == [True] * 5 + [False, True]
-    ttls = [rr.ttl for rr in dns.message.from_wire(d_out[-1]).answer]
-    assert ttls and all(t in (28, 29) for t in ttls)  # 30 counted down
+    assert took == [True] * 9
+    ttls = [[rr.ttl for rr in dns.message.from_wire(d_out[i]).answer] for i in (4, 6, 8)]
+    assert ttls[0] == [30] and ttls[1] in ([29], [28]) and ttls[2][0] == ttls[1][0] - 1
     assert entries[0] == entries[1] and len(entries[0]) == 1
     assert g_delta == d_delta
     assert any("coredns_cache_misses_total" in k for k in d_delta)
-    assert any("coredns_cache_hits_total" in k for k in d_delta)  # the four repeats
+    assert any("coredns_cache_hits_total" in k for k in d_delta)
+    assert any('coredns_dns_responses_total' in k and 'plugin="cache"' in k for k in d_delta)
 
 
 async def _both(g_engine: Any, d_engine: Any, queries: list[bytes], ask_general: Any,
-                pause: float = 0.0, at: int = 0,
+                pause: float = 0.0, at: tuple[int, ...] = (),
                 ) -> tuple[list[bytes], list[bytes], list[bool], dict[str, float], dict[str, float]]:
     """The queries on the general engine (through ``ask_general``), then on the direct one
-    (with ``pause`` seconds before query number ``at`` on each): both engines' replies,
-    which direct replies came without the chain, and each engine's counter deltas."""
+    (with ``pause`` seconds before each query numbered in ``at`` on each): both engines'
+    replies, which direct replies came without the chain, and each engine's counter deltas."""
 
     async def ask(i: int, engine: Any, q: bytes, how: Any) -> Any:
-        if pause and i == at:
+        if pause and i in at:
             await asyncio.sleep(pause)
         return await how(engine, q)
 
