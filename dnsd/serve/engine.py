@@ -45,6 +45,8 @@ MAX_TCP = 65535
 MAX_UDP = 65507
 _NOT_DIRECT_TYPES = frozenset((QTYPE.AXFR, QTYPE.IXFR, QTYPE.ANY))
 # Names whose text form needs no escaping (labels of letters, digits, '-' and '_').
+_NOT_PLAIN: tuple[Any, ...] = ()
+MAX_NAMES = 16384  # question names the direct path keeps parsed (emptied when full)
 _PLAIN_NAME = re.compile(rb"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\Z")
 BADVERS = 16
 PREPARED_ORDERS = 8  # record orders kept for a prepared reply that loadbalance shuffles
@@ -100,6 +102,7 @@ class Engine:
         # DNSD_PREPARED=0 switches the hot path's store off: every query is answered afresh,
         # which is how the benchmarks measure answers with no prepared packet.
         self._raw_keys: dict[bytes, tuple[bytes, int]] = {}  # query bytes after the ID -> key
+        self._names: dict[bytes, tuple[Any, ...]] = {}  # question names, see _name_of
         self.prepared = PreparedAnswers(prepared_capacity())
         from dnsd import metrics
 
@@ -172,26 +175,16 @@ class Engine:
     def _direct_reply(self, data: bytes, k: tuple[bytes, int], proto: str, client_ip: str,
                       started: float) -> bytes | None:
         qend = k[1]
-        labels: list[bytes] = []
-        pos = 12
-        while pos < qend - 1:
-            n = data[pos]
-            labels.append(data[pos + 1 : pos + 1 + n])
-            pos += 1 + n
-        if labels and not _PLAIN_NAME.match(b".".join(labels)):
-            return None  # text names could not say it: the general path decides
         qtype = (data[qend] << 8) | data[qend + 1]
         if (data[qend + 2] << 8) | data[qend + 3] != CLASS_IN or qtype in _NOT_DIRECT_TYPES:
             return None
-        qname = (b".".join(labels) + b".").decode("ascii") if labels else "."
-        lower = qname.lower()
-        routed = self.route(lower)
-        if routed is None:
-            return None
-        zone, block = routed
-        plan = block.direct
-        if plan is None:
-            return None
+        wire_name = data[12:qend]
+        named = self._names.get(wire_name)
+        if named is None:
+            named = self._name_of(wire_name)
+        if named is _NOT_PLAIN:
+            return None  # text names could not say it, or no direct plan: the general path
+        labels, qname, lower, zone, block, plan = named
         server = block.server
         flags = (data[2] << 8) | data[3]
         do = False
@@ -243,7 +236,7 @@ class Engine:
             reshuffle = light.shufflable(sections)
             sections = (light.round_robin(sections[0]), light.round_robin(sections[1]),
                         light.round_robin(sections[2]))
-        packer = light.Packer(data[12:rest], tuple(labels), qname)
+        packer = light.Packer(data[12:rest], labels, qname)
         head = data[:2] + _U16.pack(0x8400 | (flags & 0x0110) | header_bits | rcode)
         try:
             wire, sections, head = _pack_light(packer, head, sections, opt, limit)
@@ -288,6 +281,30 @@ class Engine:
                     return _pack_light(packer, head, shuffled, opt, limit)[0]
             self._keep(k, wire, valid, on_hit, exact, again, proto, renew)
         return wire
+
+    def _name_of(self, wire_name: bytes) -> tuple[Any, ...]:
+        """What the direct path needs of a question name (kept in ``_names``, bounded): its
+        labels, text, lower-cased text, zone, block and the block's direct plan; or
+        _NOT_PLAIN for a name only the general path takes (a label text cannot say, no
+        block, no direct plan)."""
+        labels: list[bytes] = []
+        pos = 0
+        end = len(wire_name) - 1
+        while pos < end:
+            n = wire_name[pos]
+            labels.append(wire_name[pos + 1 : pos + 1 + n])
+            pos += 1 + n
+        named: tuple[Any, ...] = _NOT_PLAIN
+        if not labels or _PLAIN_NAME.match(b".".join(labels)):
+            qname = (b".".join(labels) + b".").decode("ascii") if labels else "."
+            lower = qname.lower()
+            routed = self.route(lower)
+            if routed is not None and routed[1].direct is not None:
+                named = (tuple(labels), qname, lower, routed[0], routed[1], routed[1].direct)
+        if len(self._names) >= MAX_NAMES:
+            self._names.clear()
+        self._names[wire_name] = named
+        return named
 
     def route(self, qname_lower: str) -> tuple[str, Block] | None:
         """The (zone, block) whose zone is the longest suffix of the name, or None."""

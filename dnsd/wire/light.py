@@ -25,6 +25,7 @@ from dnsd.wire.encode import write_name as _name
 
 A, NS_, CNAME_, SOA_, PTR, MX, TXT_, AAAA, SRV = 1, 2, 5, 6, 12, 15, 16, 28, 33
 _RR = struct.Struct("!HHIH")
+_RR_SRV = struct.Struct("!HHIHHHH")  # an SRV record's fixed part, then its priority, weight, port
 _SRV = struct.Struct("!HHH")
 _SOA_TIMES = struct.Struct("!IIIII")
 _U16 = struct.Struct("!H")
@@ -125,6 +126,56 @@ def _labels(name: str) -> tuple[bytes, ...]:
     return labels
 
 
+# Names seen in replies, kept between replies (the same targets and owners come back): their
+# labels, the compression seeds a question's labels give, and SRV targets written in full.
+# Each memo is emptied when it reaches MEMO_SIZE entries, so memory stays bounded.
+MEMO_SIZE = 16384
+_LABELS: dict[str, tuple[bytes, ...]] = {}
+_SEEDS: dict[tuple[bytes, ...], dict[tuple[bytes, ...], int]] = {}
+_TARGETS: dict[str, bytes] = {}
+
+
+def _labels_of(name: str) -> tuple[bytes, ...]:
+    labels = _LABELS.get(name)
+    if labels is None:
+        labels = _labels(name)
+        if len(_LABELS) >= MEMO_SIZE:
+            _LABELS.clear()
+        _LABELS[name] = labels
+    return labels
+
+
+def _seeds(qlabels: tuple[bytes, ...]) -> dict[tuple[bytes, ...], int]:
+    """What writing the question makes compressible: each suffix of its name, by offset."""
+    seeds = _SEEDS.get(qlabels)
+    if seeds is None:
+        seeds = {}
+        at = 12
+        for i in range(len(qlabels)):
+            seeds[qlabels[i:]] = at
+            at += 1 + len(qlabels[i])
+        if len(_SEEDS) >= MEMO_SIZE:
+            _SEEDS.clear()
+        _SEEDS[qlabels] = seeds
+    return seeds
+
+
+def _target(name: str) -> bytes:
+    """An SRV target's wire form, written in full (RFC 2782: never compressed)."""
+    wire = _TARGETS.get(name)
+    if wire is None:
+        labels = _labels_of(name)
+        if any(len(label) > 63 for label in labels):
+            raise Unsupported("label too long")
+        wire = b"".join([bytes((len(label),)) + label for label in labels]) + b"\x00"
+        if len(wire) > 255:
+            raise Unsupported("name longer than 255 octets")
+        if len(_TARGETS) >= MEMO_SIZE:
+            _TARGETS.clear()
+        _TARGETS[name] = wire
+    return wire
+
+
 class Packer:
     """Writes replies to one question: the header and question bytes are the query's own."""
 
@@ -134,12 +185,7 @@ class Packer:
         self.question = question  # the question section as the query has it
         self.qlabels = qlabels
         self.qname = qname  # its text form (answers' owner)
-        seeds: dict[tuple[bytes, ...], int] = {}
-        at = 12
-        for i in range(len(qlabels)):  # what writing the question makes compressible
-            seeds[qlabels[i:]] = at
-            at += 1 + len(qlabels[i])
-        self.seeds = seeds
+        self.seeds = _seeds(qlabels)  # (shared: copied before writing)
 
     def pack(self, id_flags: bytes, sections: tuple[list[Rec], list[Rec], list[Rec]],
              opt: bytes, limit: int) -> tuple[bytes, int]:
@@ -159,7 +205,6 @@ class Packer:
         if len(buf) > room:
             raise Unsupported("not even the question fits")
         names = dict(self.seeds)
-        memo = {self.qname: self.qlabels}
         qname = self.qname
         kept = 0
         for section in sections:
@@ -177,20 +222,24 @@ class Packer:
                     if rname is qname or rname == qname:
                         buf += b"\xc0\x0c"
                     else:
-                        labels = memo.get(rname)
-                        if labels is None:
-                            labels = memo[rname] = _labels(rname)
-                        _name(buf, names, labels)
+                        labels = _LABELS.get(rname)
+                        _name(buf, names, labels if labels is not None else _labels_of(rname))
                     if rtype == A:
                         buf += _RR.pack(A, 1, ttl & 0xFFFFFFFF, 4)
                         buf += inet_aton(rd)
                     elif rtype == AAAA:
                         buf += _RR.pack(AAAA, 1, ttl & 0xFFFFFFFF, 16)
                         buf += inet_pton(AF_INET6, rd)
+                    elif rtype == SRV:
+                        target = _TARGETS.get(rd[3])
+                        if target is None:
+                            target = _target(rd[3])
+                        buf += _RR_SRV.pack(SRV, 1, ttl & 0xFFFFFFFF, 6 + len(target), rd[0], rd[1], rd[2])
+                        buf += target
                     else:
                         at = len(buf)
                         buf += _RR.pack(rtype, 1, ttl & 0xFFFFFFFF, 0)
-                        _rdata(buf, names, memo, rtype, rd)
+                        _rdata(buf, names, rtype, rd)
                         length = len(buf) - at - 10
                         if length > 0xFFFF:
                             raise Unsupported("rdata too long")
@@ -215,28 +264,15 @@ class Packer:
         return bytes(buf)
 
 
-def _cached(memo: dict[str, tuple[bytes, ...]], name: str) -> tuple[bytes, ...]:
-    labels = memo.get(name)
-    if labels is None:
-        labels = memo[name] = _labels(name)
-    return labels
-
-
-def _rdata(buf: bytearray, names: dict[tuple[bytes, ...], int], memo: dict[str, tuple[bytes, ...]],
-           rtype: int, rd: Any) -> None:
+def _rdata(buf: bytearray, names: dict[tuple[bytes, ...], int], rtype: int, rd: Any) -> None:
     if rtype == SRV:
         buf += _SRV.pack(rd[0], rd[1], rd[2])
-        for label in _cached(memo, rd[3]):  # (RFC 2782: the target is not compressed)
-            if len(label) > 63:
-                raise Unsupported("label too long")
-            buf.append(len(label))
-            buf += label
-        buf.append(0)
+        buf += _target(rd[3])
     elif rtype in (PTR, NS_, CNAME_):
-        _name(buf, names, _cached(memo, rd))
+        _name(buf, names, _labels_of(rd))
     elif rtype == SOA_:
-        _name(buf, names, _cached(memo, rd[0]))
-        _name(buf, names, _cached(memo, rd[1]))
+        _name(buf, names, _labels_of(rd[0]))
+        _name(buf, names, _labels_of(rd[1]))
         buf += _SOA_TIMES.pack(*rd[2])
     elif rtype == TXT_:
         text = rd.encode("utf-8")

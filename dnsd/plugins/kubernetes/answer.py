@@ -14,6 +14,7 @@ from dnslib import QTYPE
 
 from dnsd.plugins.kubernetes.index import Address, Index, ServiceView
 from dnsd.plugins.kubernetes.names import (
+    INVALID,
     Parsed,
     Shape,
     ip_family,
@@ -102,7 +103,7 @@ def nxdomain() -> Result:
 def answer(ix: Index, opt: Options, qname: str, qtype: int, zone: str) -> Result:
     """Answer ``qname`` (as the client spelled it) of ``qtype`` inside the plugin zone ``zone``."""
     lower = qname.lower()
-    labels = relative_labels(lower, zone)
+    labels, parsed = _name_of(lower, zone, opt.net_names)
     if labels is None:
         return nxdomain()
     zone_spelled = qname[len(qname) - len(zone):] if zone != "." else "."
@@ -115,10 +116,28 @@ def answer(ix: Index, opt: Options, qname: str, qtype: int, zone: str) -> Result
             if not opt.namespaces:  # (with a namespace filter, namespaces matter too)
                 res.deps = (("ip", ip),)
             return res
-    parsed = parse(labels, opt.net_names)
     res = _by_name(ix, opt, qname, qtype, zone, zone_spelled, labels, parsed)
     res.deps = _dependencies(ix, opt, parsed)
     return res
+
+
+# Names parsed before, by (lower-cased name, zone): a name's labels left of the zone and
+# their parse depend on nothing else (net_names is part of the key too); emptied when full.
+_NAMES: dict[tuple[str, str], tuple[tuple[str, ...] | None, Parsed]] = {}
+MAX_NAMES = 16384
+
+
+def _name_of(lower: str, zone: str, net_names: bool) -> tuple[tuple[str, ...] | None, Parsed]:
+    key = (lower, zone) if not net_names else (lower, zone + "\x00net")
+    named = _NAMES.get(key)
+    if named is None:
+        labels = relative_labels(lower, zone)
+        named = (tuple(labels) if labels is not None else None,
+                 parse(labels, net_names) if labels is not None else INVALID)
+        if len(_NAMES) >= MAX_NAMES:
+            _NAMES.clear()
+        _NAMES[key] = named
+    return named
 
 
 def _dependencies(ix: Index, opt: Options, p: Parsed) -> tuple[tuple[str, ...], ...] | None:
@@ -139,7 +158,7 @@ def _dependencies(ix: Index, opt: Options, p: Parsed) -> tuple[tuple[str, ...], 
 
 
 def _by_name(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_spelled: str,
-             labels: list[str], parsed: Parsed) -> Result:
+             labels: tuple[str, ...], parsed: Parsed) -> Result:
     if parsed.shape is Shape.APEX:
         return _apex(ix, opt, qname, qtype, zone_spelled)
     if parsed.namespace and is_reverse_zone(zone):
@@ -151,8 +170,8 @@ def _by_name(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_sp
         return nxdomain()
     if qtype == T_SOA:
         return nodata()  # SOA below the apex: always NODATA, even for names that do not exist
-    if qtype == T_TXT and labels == ["dns-version"]:
-        return Result(answer=[Rec(qname, T_TXT, DNS_VERSION_TTL, DNS_SCHEMA_VERSION)])
+    if qtype == T_TXT and labels == ("dns-version",):
+        return Result(answer=[(qname, T_TXT, DNS_VERSION_TTL, DNS_SCHEMA_VERSION)])
     try:
         entries, view = _records(ix, opt, parsed, qtype == T_SRV)
     except NameError_:
@@ -186,7 +205,7 @@ def _apex(ix: Index, opt: Options, qname: str, qtype: int, zone_spelled: str) ->
             target = f"{name}.{zone_spelled}" if zone_spelled != "." else f"{name}."
             if name not in seen:
                 seen.add(name)
-                res.answer.append(Rec(qname, T_NS, opt.ttl, target))
+                res.answer.append((qname, T_NS, opt.ttl, target))
             res.additional.extend(_address_rr(target, ip, opt.ttl) for ip in ips)
         return res
     if qtype == T_TXT:
@@ -356,7 +375,7 @@ def _srv(opt: Options, qname: str, entries: list[Entry], zone_spelled: str) -> R
 
 
 def _address_rr(owner: str, ip: str, ttl: int) -> Rec:
-    return Rec(owner, T_AAAA if ip_family(ip) == 6 else T_A, ttl, ip)
+    return (owner, T_AAAA if ip_family(ip) == 6 else T_A, ttl, ip)
 
 
 def _cname_target(external_name: str) -> str:
@@ -372,7 +391,7 @@ def _external(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_s
     target = _cname_target(view.svc.external_name)
     if not target:
         return nxdomain()  # an IP-literal externalName is ignored
-    cname = Rec(qname, T_CNAME, opt.ttl, target)
+    cname = (qname, T_CNAME, opt.ttl, target)
     if qtype == T_CNAME:
         return Result(answer=[cname])
     if qtype not in (T_A, T_AAAA):
@@ -422,12 +441,12 @@ def _ptr(ix: Index, opt: Options, qname: str, ip: str) -> Result:
     for ns, name in ix.cluster_ip_owners.get(ip, ()):
         if opt.namespaces and not _exposed(ix, opt, ns):
             continue
-        return Result(answer=[Rec(qname, T_PTR, opt.ttl, f"{name}.{ns}.svc.{zone}")])
+        return Result(answer=[(qname, T_PTR, opt.ttl, f"{name}.{ns}.svc.{zone}")])
     rrs = []
     for (label, svc, ns) in ix.endpoint_owners.get(ip, {}):
         if opt.namespaces and not _exposed(ix, opt, ns):
             continue
-        rrs.append(Rec(qname, T_PTR, opt.ttl, f"{label}.{svc}.{ns}.svc.{zone}"))
+        rrs.append((qname, T_PTR, opt.ttl, f"{label}.{svc}.{ns}.svc.{zone}"))
     if not rrs:
         from dnsd.plugins.kubernetes.secondary import secondary_ptr
 

@@ -6,11 +6,13 @@ Everything here is case-insensitive input (callers pass lower-case names) and do
 from __future__ import annotations
 
 import ipaddress
-from enum import Enum
 from typing import NamedTuple
 
 
-class Shape(Enum):
+class Shape:
+    """What a name under the zone names (plain class attributes compared with ``is``: an
+    Enum member lookup costs twice as much, and answers look up several per query)."""
+
     APEX = "apex"
     NS_DNS = "ns.dns"  # ns.dns.<zone>
     TYPE_ONLY = "type-only"  # svc.<zone> / pod.<zone>
@@ -27,7 +29,7 @@ class Shape(Enum):
 class Parsed(NamedTuple):
     """A parsed name (a tuple: one is made per query)."""
 
-    shape: Shape
+    shape: str  # a Shape attribute
     namespace: str = ""
     service: str = ""
     endpoint: str = ""  # endpoint label, pod label, or hostname under _net

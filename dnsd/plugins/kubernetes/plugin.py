@@ -23,7 +23,7 @@ from dnsd.chain import DirectAnswer, Next, SetupContext
 from dnsd.chain import Plugin as Base
 from dnsd.corefile.ast import Directive
 from dnsd.plugins.kubernetes import objects
-from dnsd.plugins.kubernetes.answer import REFUSED, Options, answer
+from dnsd.plugins.kubernetes.answer import REFUSED, T_SOA, Options, answer
 from dnsd.plugins.kubernetes.index import Index
 from dnsd.plugins.kubernetes.reflector import ApiCall, RateLimiter, Reflector
 from dnsd.plugins.kubernetes.setup import Config, parse_config
@@ -342,7 +342,7 @@ class Plugin(Base):
     def soa(self, zone_spelled: str) -> Rec:
         """The zone's SOA record (a light record), owned by the zone as the asker spelled it."""
         ttl = self.cfg.ttl
-        return Rec(zone_spelled, QTYPE.SOA, min(ttl, 300),
+        return (zone_spelled, T_SOA, min(ttl, 300),
                    (f"ns.dns.{zone_spelled}".replace("..", "."),
                     f"hostmaster.{zone_spelled}".replace("..", "."),
                     (self.index.serial & 0xFFFFFFFF, 7200, 1800, 86400, ttl)))

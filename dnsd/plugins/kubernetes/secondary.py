@@ -358,4 +358,4 @@ def secondary_ptr(ix: Index, opt: Any, qname: str, ip: str) -> list[Rec]:
         f"{label}.{svc}.{ns}.svc.{opt.primary_zone}" for (label, svc, ns) in owners
         if not opt.namespaces or (ns in opt.namespaces and ns in ix.namespaces)
     )
-    return [Rec(qname, QTYPE.PTR, opt.ttl, n) for n in names]
+    return [(qname, QTYPE.PTR, opt.ttl, n) for n in names]
