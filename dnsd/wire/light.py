@@ -129,7 +129,8 @@ def _labels(name: str) -> tuple[bytes, ...]:
 # Names seen in replies, kept between replies (the same targets and owners come back): their
 # labels, the compression seeds a question's labels give, and SRV targets written in full.
 # Each memo is emptied when it reaches MEMO_SIZE entries, so memory stays bounded.
-MEMO_SIZE = 16384
+MEMO_SIZE = 8192
+SEEDS_SIZE = 2048
 _LABELS: dict[str, tuple[bytes, ...]] = {}
 _SEEDS: dict[tuple[bytes, ...], dict[tuple[bytes, ...], int]] = {}
 _TARGETS: dict[str, bytes] = {}
@@ -146,7 +147,9 @@ def _labels_of(name: str) -> tuple[bytes, ...]:
 
 
 def _seeds(qlabels: tuple[bytes, ...]) -> dict[tuple[bytes, ...], int]:
-    """What writing the question makes compressible: each suffix of its name, by offset."""
+    """What writing the question makes compressible: each suffix of its name, by offset (a
+    new dict: writing the reply adds to it).  Only replies that write a name need it; the
+    memo (each entry ~1 KiB) is smaller than the others."""
     seeds = _SEEDS.get(qlabels)
     if seeds is None:
         seeds = {}
@@ -154,10 +157,10 @@ def _seeds(qlabels: tuple[bytes, ...]) -> dict[tuple[bytes, ...], int]:
         for i in range(len(qlabels)):
             seeds[qlabels[i:]] = at
             at += 1 + len(qlabels[i])
-        if len(_SEEDS) >= MEMO_SIZE:
+        if len(_SEEDS) >= SEEDS_SIZE:
             _SEEDS.clear()
         _SEEDS[qlabels] = seeds
-    return seeds
+    return dict(seeds)
 
 
 def _target(name: str) -> bytes:
@@ -179,13 +182,12 @@ def _target(name: str) -> bytes:
 class Packer:
     """Writes replies to one question: the header and question bytes are the query's own."""
 
-    __slots__ = ("question", "qlabels", "qname", "seeds")
+    __slots__ = ("question", "qlabels", "qname")
 
     def __init__(self, question: bytes, qlabels: tuple[bytes, ...], qname: str) -> None:
         self.question = question  # the question section as the query has it
         self.qlabels = qlabels
         self.qname = qname  # its text form (answers' owner)
-        self.seeds = _seeds(qlabels)  # (shared: copied before writing)
 
     def pack(self, id_flags: bytes, sections: tuple[list[Rec], list[Rec], list[Rec]],
              opt: bytes, limit: int) -> tuple[bytes, int]:
@@ -204,7 +206,7 @@ class Packer:
         room = limit - len(opt)
         if len(buf) > room:
             raise Unsupported("not even the question fits")
-        names = dict(self.seeds)
+        names = None  # what compression may point at: made when a name is first written
         qname = self.qname
         kept = 0
         for section in sections:
@@ -222,6 +224,8 @@ class Packer:
                     if rname is qname or rname == qname:
                         buf += b"\xc0\x0c"
                     else:
+                        if names is None:
+                            names = _seeds(self.qlabels)
                         labels = _LABELS.get(rname)
                         _name(buf, names, labels if labels is not None else _labels_of(rname))
                     if rtype == A:
@@ -239,6 +243,8 @@ class Packer:
                     else:
                         at = len(buf)
                         buf += _RR.pack(rtype, 1, ttl & 0xFFFFFFFF, 0)
+                        if names is None:
+                            names = _seeds(self.qlabels)
                         _rdata(buf, names, rtype, rd)
                         length = len(buf) - at - 10
                         if length > 0xFFFF:

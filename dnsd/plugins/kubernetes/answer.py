@@ -124,7 +124,7 @@ def answer(ix: Index, opt: Options, qname: str, qtype: int, zone: str) -> Result
 # Names parsed before, by (lower-cased name, zone): a name's labels left of the zone and
 # their parse depend on nothing else (net_names is part of the key too); emptied when full.
 _NAMES: dict[tuple[str, str], tuple[tuple[str, ...] | None, Parsed]] = {}
-MAX_NAMES = 16384
+MAX_NAMES = 8192
 
 
 def _name_of(lower: str, zone: str, net_names: bool) -> tuple[tuple[str, ...] | None, Parsed]:
