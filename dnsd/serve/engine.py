@@ -46,7 +46,7 @@ MAX_UDP = 65507
 _NOT_DIRECT_TYPES = frozenset((QTYPE.AXFR, QTYPE.IXFR, QTYPE.ANY))
 # Names whose text form needs no escaping (labels of letters, digits, '-' and '_').
 _NOT_PLAIN: tuple[Any, ...] = ()
-MAX_NAMES = 8192  # question names the direct path keeps parsed (emptied when full)
+MAX_NAMES = 4096  # question names the direct path keeps parsed (emptied when full)
 _PLAIN_NAME = re.compile(rb"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\Z")
 BADVERS = 16
 PREPARED_ORDERS = 8  # record orders kept for a prepared reply that loadbalance shuffles
@@ -184,7 +184,7 @@ class Engine:
             named = self._name_of(wire_name)
         if named is _NOT_PLAIN:
             return None  # text names could not say it, or no direct plan: the general path
-        labels, qname, lower, zone, block, plan = named
+        qname, lower, zone, block, plan = named
         server = block.server
         flags = (data[2] << 8) | data[3]
         do = False
@@ -236,7 +236,7 @@ class Engine:
             reshuffle = light.shufflable(sections)
             sections = (light.round_robin(sections[0]), light.round_robin(sections[1]),
                         light.round_robin(sections[2]))
-        packer = light.Packer(data[12:rest], labels, qname)
+        packer = light.Packer(data[12:rest], qname)
         head = data[:2] + _U16.pack(0x8400 | (flags & 0x0110) | header_bits | rcode)
         try:
             wire, sections, head = _pack_light(packer, head, sections, opt, limit)
@@ -284,7 +284,7 @@ class Engine:
 
     def _name_of(self, wire_name: bytes) -> tuple[Any, ...]:
         """What the direct path needs of a question name (kept in ``_names``, bounded): its
-        labels, text, lower-cased text, zone, block and the block's direct plan; or
+        text, lower-cased text, zone, block and the block's direct plan; or
         _NOT_PLAIN for a name only the general path takes (a label text cannot say, no
         block, no direct plan)."""
         labels: list[bytes] = []
@@ -298,9 +298,11 @@ class Engine:
         if not labels or _PLAIN_NAME.match(b".".join(labels)):
             qname = (b".".join(labels) + b".").decode("ascii") if labels else "."
             lower = qname.lower()
+            if lower == qname:
+                lower = qname  # (one string kept, not two)
             routed = self.route(lower)
             if routed is not None and routed[1].direct is not None:
-                named = (tuple(labels), qname, lower, routed[0], routed[1], routed[1].direct)
+                named = (qname, lower, routed[0], routed[1], routed[1].direct)
         if len(self._names) >= MAX_NAMES:
             self._names.clear()
         self._names[wire_name] = named

@@ -129,10 +129,10 @@ def _labels(name: str) -> tuple[bytes, ...]:
 # Names seen in replies, kept between replies (the same targets and owners come back): their
 # labels, the compression seeds a question's labels give, and SRV targets written in full.
 # Each memo is emptied when it reaches MEMO_SIZE entries, so memory stays bounded.
-MEMO_SIZE = 8192
-SEEDS_SIZE = 2048
+MEMO_SIZE = 4096
+SEEDS_SIZE = 512
 _LABELS: dict[str, tuple[bytes, ...]] = {}
-_SEEDS: dict[tuple[bytes, ...], dict[tuple[bytes, ...], int]] = {}
+_SEEDS: dict[str, dict[tuple[bytes, ...], int]] = {}
 _TARGETS: dict[str, bytes] = {}
 
 
@@ -146,12 +146,14 @@ def _labels_of(name: str) -> tuple[bytes, ...]:
     return labels
 
 
-def _seeds(qlabels: tuple[bytes, ...]) -> dict[tuple[bytes, ...], int]:
-    """What writing the question makes compressible: each suffix of its name, by offset (a
-    new dict: writing the reply adds to it).  Only replies that write a name need it; the
-    memo (each entry ~1 KiB) is smaller than the others."""
-    seeds = _SEEDS.get(qlabels)
+def _seeds(qname: str) -> dict[tuple[bytes, ...], int]:
+    """What writing the question (``qname``: plain labels, no escapes) makes compressible:
+    each suffix of its name, by offset (a new dict: writing the reply adds to it).  Only
+    replies that write a name need it; the memo (each entry ~1 KiB) is smaller than the
+    others."""
+    seeds = _SEEDS.get(qname)
     if seeds is None:
+        qlabels = tuple(qname.encode("ascii").split(b".")[:-1]) if qname != "." else ()
         seeds = {}
         at = 12
         for i in range(len(qlabels)):
@@ -159,7 +161,7 @@ def _seeds(qlabels: tuple[bytes, ...]) -> dict[tuple[bytes, ...], int]:
             at += 1 + len(qlabels[i])
         if len(_SEEDS) >= SEEDS_SIZE:
             _SEEDS.clear()
-        _SEEDS[qlabels] = seeds
+        _SEEDS[qname] = seeds
     return dict(seeds)
 
 
@@ -182,12 +184,11 @@ def _target(name: str) -> bytes:
 class Packer:
     """Writes replies to one question: the header and question bytes are the query's own."""
 
-    __slots__ = ("question", "qlabels", "qname")
+    __slots__ = ("question", "qname")
 
-    def __init__(self, question: bytes, qlabels: tuple[bytes, ...], qname: str) -> None:
+    def __init__(self, question: bytes, qname: str) -> None:
         self.question = question  # the question section as the query has it
-        self.qlabels = qlabels
-        self.qname = qname  # its text form (answers' owner)
+        self.qname = qname  # its text form (answers' owner), a name of plain labels
 
     def pack(self, id_flags: bytes, sections: tuple[list[Rec], list[Rec], list[Rec]],
              opt: bytes, limit: int) -> tuple[bytes, int]:
@@ -225,7 +226,7 @@ class Packer:
                         buf += b"\xc0\x0c"
                     else:
                         if names is None:
-                            names = _seeds(self.qlabels)
+                            names = _seeds(qname)
                         labels = _LABELS.get(rname)
                         _name(buf, names, labels if labels is not None else _labels_of(rname))
                     if rtype == A:
@@ -244,7 +245,7 @@ class Packer:
                         at = len(buf)
                         buf += _RR.pack(rtype, 1, ttl & 0xFFFFFFFF, 0)
                         if names is None:
-                            names = _seeds(self.qlabels)
+                            names = _seeds(qname)
                         _rdata(buf, names, rtype, rd)
                         length = len(buf) - at - 10
                         if length > 0xFFFF:

@@ -103,37 +103,42 @@ def nxdomain() -> Result:
 def answer(ix: Index, opt: Options, qname: str, qtype: int, zone: str) -> Result:
     """Answer ``qname`` (as the client spelled it) of ``qtype`` inside the plugin zone ``zone``."""
     lower = qname.lower()
-    labels, parsed = _name_of(lower, zone, opt.net_names)
-    if labels is None:
+    where, parsed = _name_of(lower, zone, opt.net_names)
+    if where == OUTSIDE:
         return nxdomain()
     zone_spelled = qname[len(qname) - len(zone):] if zone != "." else "."
     if qtype in (T_AXFR, T_IXFR):
         return Result(rcode=REFUSED)
-    if labels and qtype == T_PTR:
+    if where != APEX and qtype == T_PTR:
         ip = reverse_to_ip(lower)
         if ip is not None:
             res = _ptr(ix, opt, qname, ip)
             if not opt.namespaces:  # (with a namespace filter, namespaces matter too)
                 res.deps = (("ip", ip),)
             return res
-    res = _by_name(ix, opt, qname, qtype, zone, zone_spelled, labels, parsed)
+    res = _by_name(ix, opt, qname, qtype, zone, zone_spelled, where, parsed)
     res.deps = _dependencies(ix, opt, parsed)
     return res
 
 
-# Names parsed before, by (lower-cased name, zone): a name's labels left of the zone and
-# their parse depend on nothing else (net_names is part of the key too); emptied when full.
-_NAMES: dict[tuple[str, str], tuple[tuple[str, ...] | None, Parsed]] = {}
-MAX_NAMES = 8192
+# Names parsed before, by (lower-cased name, zone): where a name stands (OUTSIDE the zone,
+# the zone's APEX, BELOW it, or DNS_VERSION, the one name below it answered by its labels)
+# and how it parses depend on nothing else (net_names is part of the key); emptied when full.
+OUTSIDE, APEX, BELOW, DNS_VERSION = 0, 1, 2, 3
+_NAMES: dict[tuple[str, str], tuple[int, Parsed]] = {}
+MAX_NAMES = 4096
 
 
-def _name_of(lower: str, zone: str, net_names: bool) -> tuple[tuple[str, ...] | None, Parsed]:
+def _name_of(lower: str, zone: str, net_names: bool) -> tuple[int, Parsed]:
     key = (lower, zone) if not net_names else (lower, zone + "\x00net")
     named = _NAMES.get(key)
     if named is None:
         labels = relative_labels(lower, zone)
-        named = (tuple(labels) if labels is not None else None,
-                 parse(labels, net_names) if labels is not None else INVALID)
+        if labels is None:
+            named = (OUTSIDE, INVALID)
+        else:
+            where = APEX if not labels else DNS_VERSION if labels == ["dns-version"] else BELOW
+            named = (where, parse(labels, net_names))
         if len(_NAMES) >= MAX_NAMES:
             _NAMES.clear()
         _NAMES[key] = named
@@ -158,7 +163,7 @@ def _dependencies(ix: Index, opt: Options, p: Parsed) -> tuple[tuple[str, ...], 
 
 
 def _by_name(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_spelled: str,
-             labels: tuple[str, ...], parsed: Parsed) -> Result:
+             where: int, parsed: Parsed) -> Result:
     if parsed.shape is Shape.APEX:
         return _apex(ix, opt, qname, qtype, zone_spelled)
     if parsed.namespace and is_reverse_zone(zone):
@@ -170,7 +175,7 @@ def _by_name(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_sp
         return nxdomain()
     if qtype == T_SOA:
         return nodata()  # SOA below the apex: always NODATA, even for names that do not exist
-    if qtype == T_TXT and labels == ("dns-version",):
+    if qtype == T_TXT and where == DNS_VERSION:
         return Result(answer=[(qname, T_TXT, DNS_VERSION_TTL, DNS_SCHEMA_VERSION)])
     try:
         entries, view = _records(ix, opt, parsed, qtype == T_SRV)
