@@ -42,3 +42,37 @@ def test_each_tick_freezes_what_survived_and_collects_young_cycles() -> None:
     assert after >= before + len(keep)  # the survivors were frozen
     assert all(ref() is None for ref in garbage)  # the cycles were collected before freezing
     assert all(node.me is node for node in keep)
+
+
+def test_the_tick_shortens_while_collections_are_long_and_grows_back() -> None:
+    """Many long-lived objects made between two collections (a burst of cache refills) make
+    the next collection long: the next one comes sooner, so each walks fewer.  Quiet
+    collections let the tick grow back to its normal length."""
+    ticker = gcpause.Ticker(tick=0.1, min_tick=0.01, pause=0.002)
+    collecting = gc.isenabled()
+    gc.disable()  # (so the burst below is all in the young generation when collected)
+    try:
+        gc.collect(1)
+        keep = [[Node() for _ in range(40_000)]]
+        took = ticker.collect()
+    finally:
+        if collecting:
+            gc.enable()
+        gc.unfreeze()
+    assert took > 0.002
+    assert ticker.delay == 0.05
+    for _ in range(4):
+        gc.disable()
+        try:
+            keep.append([Node() for _ in range(40_000)])
+            ticker.collect()
+        finally:
+            if collecting:
+                gc.enable()
+            gc.unfreeze()
+    assert ticker.delay == 0.01  # halved each time, no shorter than min_tick
+    for _ in range(20):
+        ticker.collect()
+    gc.unfreeze()
+    assert ticker.delay == 0.1  # back to the normal tick (no more than that)
+    assert all(len(batch) == 40_000 for batch in keep)
