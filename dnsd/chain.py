@@ -159,6 +159,13 @@ class DirectFill:
     def store(self, rcode: int, sections: Sections, valid: Callable[[], bool] | None) -> FillResult:
         return valid, None, False
 
+    def handover(self) -> tuple[Callable[[], Any], str] | None:
+        """After ``store``: how the repeated reply may go on as a hit on what was stored once
+        its first second is over, and the name of the plugin that then writes it; None when
+        it may not.  The callable returns None, or (the TTL the reply's records carry, the
+        TTL they carry now, validity, TTL renewal hook, metrics replay hook) of such a hit."""
+        return None
+
 
 # What DirectHit.served returns: (validity, TTL renewal hook, metrics replay hook, same
 # spelling only); a None validity: the reply is not repeated.

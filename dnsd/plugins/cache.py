@@ -648,12 +648,13 @@ class _DirectFill(DirectFill):
     """A miss answered by the direct path: the entry ``serve`` would store from the same
     reply (see Cache.direct_pass), counted as a request and a miss like ``serve`` counts it."""
 
-    __slots__ = ("plugin", "key", "server", "kind", "ttl")
+    __slots__ = ("plugin", "key", "server", "kind", "ttl", "item")
 
     def __init__(self, plugin: Plugin, key: Key, server: str) -> None:
         self.plugin, self.key, self.server = plugin, key, server
         self.kind: str | None = None  # set by accepts: what the entry will be, if any
         self.ttl = 0
+        self.item: Item | None = None  # set by store
 
     def accepts(self, rcode: int, sections: Sections) -> bool:
         """As ``_store`` judges the reply; False when it would rewrite the TTLs the client
@@ -693,7 +694,7 @@ class _DirectFill(DirectFill):
         if self.kind is None:
             return valid, None, False
         now = time.monotonic()
-        item = Item.of_light(self.kind, rcode, sections, now, self.ttl, self.key[0])
+        item = self.item = Item.of_light(self.kind, rcode, sections, now, self.ttl, self.key[0])
         plugin._put(self.key, item, self.server)
         # As the reply of a miss through the chain, it is repeated for its first second only
         # (its bytes are a hit's, but its metrics say the kubernetes plugin wrote it; after
@@ -705,6 +706,32 @@ class _DirectFill(DirectFill):
             return None, None, False
         replay = counters.repeats[item.kind == SUCCESS].fast_replay(None, None, 0)  # type: ignore[attr-defined]
         return valid, replay, item.spelled_apart
+
+
+    def handover(self) -> tuple[Callable[[], Any], str] | None:
+        """After the first second, a repeat of the miss's reply is what a hit on the entry
+        writes (same header bits, owners in the asker's spelling, the other names as stored:
+        a light entry holds the reply's own records), but for its TTLs: those are rewritten
+        and it goes on as the hit ``serve`` would prepare (see ``_DirectHit.served``)."""
+        item, plugin, key, server = self.item, self.plugin, self.key, self.server
+        if item is None or item.kind == SERVFAIL or plugin.s.prefetch:
+            return None
+        pcache, ncache = plugin.pcache, plugin.ncache
+
+        def take() -> tuple[Any, ...] | None:
+            now = time.monotonic()
+            if not item.fresh(now) or (pcache.get(key) is not item and ncache.get(key) is not item):
+                return None
+            marks = _Marks()
+            plugin._allow_hot_path(None, marks, key, item, None, now, renewable=True)
+            if marks.valid is None:
+                return None
+            counters = plugin.counters(server)
+            replay = counters.repeats[item.kind == SUCCESS].fast_replay(None, None, 0)  # type: ignore[attr-defined]
+            now_ttl = item.ttl if plugin.s.keepttl else item.remaining(now)
+            return item.ttl, now_ttl, marks.valid, marks.renew, replay
+
+        return take, plugin.name
 
 
 class _DirectHit(DirectHit):

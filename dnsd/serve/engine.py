@@ -257,7 +257,9 @@ class Engine:
             valid, renew, replay, exact = hit.served()  # type: ignore[union-attr]
             if replay is not None:
                 replays.append(replay)
-        on_hit = None
+        keeping = valid is not None and self.prepared.limit > 0
+        handover = fills[0].handover() if keeping and len(fills) == 1 else None
+        on_hit = hit_metrics = None
         if plan.metrics:
             metrics = _metrics()
             rname = _RCODE_NAMES.get(rcode) or RCODE.get(rcode, str(rcode))
@@ -265,9 +267,14 @@ class Engine:
             metrics.QUERY_STATS.observe(server, zone, proto, "2" if ":" in client_ip else "1", tname,
                                         do, rname, writer,
                                         time.perf_counter() - started, len(data), len(wire))
-            if valid is not None and self.prepared.limit > 0:
+            if keeping:
                 on_hit = metrics.QUERY_STATS.replayer(server, zone, proto, tname, do, rname,
                                                       writer, len(data), len(wire))
+            if handover is not None:
+                hit_metrics = metrics.QUERY_STATS.replayer(server, zone, proto, tname, do, rname,
+                                                           handover[1], len(data), len(wire))
+        if handover is not None:
+            renew = _handing_over(handover[0], hit_metrics)
         if replays and valid is not None:
             on_hit = _replay_all([*replays, on_hit] if on_hit is not None else replays)
         if valid is not None and self.prepared.limit > 0:
@@ -623,6 +630,24 @@ def _pack_light(packer: light.Packer, head: bytes, sections: tuple[list, list, l
 
 _COUNTS = struct.Struct("!HHHHH")
 _RCODE_NAMES = {code: RCODE.get(code) for code in range(6)}
+
+
+def _handing_over(take: Callable[[], Any], hit_metrics: Callable[[int, int, float], None] | None,
+                  ) -> Callable[[], Any]:
+    """The renew hook of a prepared reply to a cache miss answered directly: once its first
+    second is over, the reply (TTLs rewritten) is what a hit on the entry now writes, so it
+    becomes one, with the hit's validity, renewal and metrics (a hit written by the cache),
+    instead of being dropped and written again by the direct path (see DirectFill.handover)."""
+
+    def renew() -> tuple[int, int, tuple[Any, ...]] | None:
+        taken = take()
+        if taken is None:
+            return None
+        old, new, valid, renew_hit, replay = taken
+        on_hit = _replay_all([replay, hit_metrics]) if hit_metrics is not None else replay
+        return old, new, (valid, renew_hit, on_hit)
+
+    return renew
 
 
 def _replay_all(hooks: list[Callable[[int, int, float], None]]) -> Callable[[int, int, float], None]:

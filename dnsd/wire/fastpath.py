@@ -159,7 +159,8 @@ class Prepared:
     variants: tuple[bytes, ...] | Rotation | None = None
     # Called once ``valid`` fails: (the TTL every record of the reply carries, the TTL they
     # must carry now) when the reply only aged, after which ``valid`` holds again; None when
-    # it must be dropped.  See PreparedAnswers.renew.
+    # it must be dropped.  A third item, (valid, renew, on_hit), replaces those three: the
+    # reply goes on as another writer's (a cache miss's reply as a hit's).  See renew.
     renew: Callable[[], tuple[int, int] | None] | None = None
     turn: int = 0
     used: bool = False  # hit since the store last made room (the engine sets it)
@@ -200,7 +201,7 @@ class PreparedAnswers:
         ttls = entry.renew()
         if ttls is None:
             return False
-        old, new = ttls
+        old, new = ttls[0], ttls[1]
         wire = retime(entry.wire, old, new)
         if wire is None:
             return False
@@ -215,6 +216,9 @@ class PreparedAnswers:
                 variants.append(changed)
             entry.variants = tuple(variants)
         entry.wire = wire
+        if len(ttls) > 2:  # the reply becomes another one: (validity, renew hook, metrics)
+            PreparedAnswers.flush(entry)  # (the repeats so far, to the metrics they had)
+            entry.valid, entry.renew, entry.on_hit = ttls[2]  # type: ignore[misc]
         return True
 
     def make_room(self) -> None:

@@ -304,9 +304,9 @@ def test_a_cache_miss_answered_directly_fills_the_cache_and_is_repeated_as_serve
     """A PTR (kept by the cache) asked five times on each engine, prepared answers on: the
     first ask is a miss (answered directly on one engine, through the chain on the other),
     the others are hot-path repeats of it; then twice more a second later (a hit on the
-    entry, answered directly on one engine, then its repeat), and twice more another second
-    later (the hit's prepared reply, its TTLs counted down).  Replies, cache entries and
-    every counter agree."""
+    entry: on the direct engine the miss's prepared reply, its TTLs rewritten, goes on as
+    the hit's), and twice more another second later (its TTLs counted down again).
+    Replies, cache entries and every counter agree."""
     cluster = start_cluster(fixture_objects())
     upstream = Upstream(delay=0).start()
     name = dns.reversename.from_address("10.96.1.1").to_text()
@@ -325,8 +325,8 @@ def test_a_cache_miss_answered_directly_fills_the_cache_and_is_repeated_as_serve
             g_out, d_out, took, g_delta, d_delta = await _both(
                 g_engine, d_engine, queries + queries[:2] + queries[2:4], _answer_any, pause=1.1,
                 at=(5, 7))
-            # the miss's four repeats, the hit's repeat, and the renewed hit twice
-            assert d_engine.prepared.hits - hits_before == 7
+            # the miss's four repeats, then every later ask: the reply handed over to the hit
+            assert d_engine.prepared.hits - hits_before == 8
             caches = [next(p for p in rt.plugins if p.name == "cache") for rt in (general, direct)]
             entries = [[(k, str(i.answer[0].rdata), i.ttl) for k, i in c.pcache.items()] for c in caches]
             return g_out, d_out, g_delta, d_delta, took, entries
@@ -341,7 +341,8 @@ def test_a_cache_miss_answered_directly_fills_the_cache_and_is_repeated_as_serve
         upstream.stop()
     assert d_out == g_out
     # the miss directly, then the prepared reply; a second later, as on the general path,
-    # the entry's own reply (a hit: the plugin that wrote it is the cache), then its repeat
+    # the entry's own reply (a hit: the plugin that wrote it is the cache, in the counters
+    # compared below), then its repeats
     assert took == [True] * 9
     ttls = [[rr.ttl for rr in dns.message.from_wire(d_out[i]).answer] for i in (4, 6, 8)]
     assert ttls[0] == [30] and ttls[1] in ([29], [28]) and ttls[2][0] == ttls[1][0] - 1
@@ -350,6 +351,57 @@ def test_a_cache_miss_answered_directly_fills_the_cache_and_is_repeated_as_serve
     assert any("coredns_cache_misses_total" in k for k in d_delta)
     assert any("coredns_cache_hits_total" in k for k in d_delta)
     assert any('coredns_dns_responses_total' in k and 'plugin="cache"' in k for k in d_delta)
+
+
+@pytest.mark.parametrize("options", ["", "        keepttl\n"], ids=["countdown", "keepttl"])
+def test_repeated_misses_hand_over_to_hits_as_serve_would(options: str) -> None:
+    """Prepared answers on, the whole zone cached: every kind of cluster answer (addresses,
+    SRV with additional records, NXDOMAIN and NODATA with the SOA, PTR) asked twice, three
+    times a second apart.  On the direct engine the misses are answered directly and their
+    repeats, once the first second is over, go on as the entry's hits; the replies and every
+    counter equal the general path's."""
+    cluster = start_cluster(fixture_objects())
+    upstream = Upstream(delay=0).start()
+    names = [("svc1.testns.svc.cluster.local.", "A"), ("svc1.testns.svc.cluster.local.", "AAAA"),
+             ("_http._tcp.svc1.testns.svc.cluster.local.", "SRV"),
+             ("nosuch.testns.svc.cluster.local.", "A"), ("svc1.testns.svc.cluster.local.", "TXT"),
+             (dns.reversename.from_address("10.96.1.1").to_text(), "PTR")]
+    queries = []
+    for i, (name, rdtype) in enumerate(names):
+        q = dns.message.make_query(name, rdtype, use_edns=True, payload=1232)
+        q.id = i
+        queries.append(q.to_wire())
+    asked = queries * 6  # three rounds of two
+    n = len(queries)
+
+    async def run() -> tuple[list[bytes], list[bytes], dict[str, float], dict[str, float], int]:
+        text = ALL_CACHED.format(url=cluster.url, upstream=upstream.port).replace("%s", options)
+        general, direct, g_engine, d_engine = await _two_engines(text)
+        try:
+            g_engine.prepared.limit = d_engine.prepared.limit = 1000
+            hits_before = d_engine.prepared.hits
+            g_out, d_out, took, g_delta, d_delta = await _both(
+                g_engine, d_engine, asked, _answer_any, pause=1.1, at=(2 * n, 4 * n))
+            assert all(took)
+            return g_out, d_out, g_delta, d_delta, d_engine.prepared.hits - hits_before
+        finally:
+            await general.stop_plugins()
+            await direct.stop_plugins()
+
+    try:
+        g_out, d_out, g_delta, d_delta, prepared_hits = asyncio.run(run())
+    finally:
+        cluster.stop()
+        upstream.stop()
+    for j, (g, d) in enumerate(zip(g_out, d_out, strict=True)):
+        assert d == g, (j, dns.message.from_wire(g), dns.message.from_wire(d))
+    # only the first ask of each name took the direct path: its repeat in the first second,
+    # and every later ask, were the prepared reply (handed over to the hit)
+    assert prepared_hits == 5 * n
+    assert g_delta == d_delta
+    # (with keepttl the miss's reply stays valid for the entry's whole life, on both paths,
+    # so its repeats never become hits written by the cache)
+    assert any('plugin="cache"' in k for k in d_delta) == (not options)
 
 
 async def _both(g_engine: Any, d_engine: Any, queries: list[bytes], ask_general: Any,
