@@ -270,9 +270,11 @@ class Engine:
             if keeping:
                 on_hit = metrics.QUERY_STATS.replayer(server, zone, proto, tname, do, rname,
                                                       writer, len(data), len(wire))
-            if handover is not None:
-                hit_metrics = metrics.QUERY_STATS.replayer(server, zone, proto, tname, do, rname,
-                                                           handover[1], len(data), len(wire))
+            if handover is not None:  # (made when the handover happens: no series before)
+                labels = (server, zone, proto, tname, do, rname, handover[1], len(data), len(wire))
+
+                def hit_metrics() -> Callable[[int, int, float], None]:
+                    return metrics.QUERY_STATS.replayer(*labels)
         if handover is not None:
             renew = _handing_over(handover[0], hit_metrics)
         if replays and valid is not None:
@@ -632,7 +634,8 @@ _COUNTS = struct.Struct("!HHHHH")
 _RCODE_NAMES = {code: RCODE.get(code) for code in range(6)}
 
 
-def _handing_over(take: Callable[[], Any], hit_metrics: Callable[[int, int, float], None] | None,
+def _handing_over(take: Callable[[], Any],
+                  hit_metrics: Callable[[], Callable[[int, int, float], None]] | None,
                   ) -> Callable[[], Any]:
     """The renew hook of a prepared reply to a cache miss answered directly: once its first
     second is over, the reply (TTLs rewritten) is what a hit on the entry now writes, so it
@@ -644,7 +647,7 @@ def _handing_over(take: Callable[[], Any], hit_metrics: Callable[[int, int, floa
         if taken is None:
             return None
         old, new, valid, renew_hit, replay = taken
-        on_hit = _replay_all([replay, hit_metrics]) if hit_metrics is not None else replay
+        on_hit = _replay_all([replay, hit_metrics()]) if hit_metrics is not None else replay
         return old, new, (valid, renew_hit, on_hit)
 
     return renew
