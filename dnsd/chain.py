@@ -10,6 +10,7 @@ module and its name to ``IMPLEMENTED``; its position comes from ``PLUGIN_ORDER``
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -173,21 +174,23 @@ HitResult = tuple[Callable[[], bool] | None, Callable[[], tuple[int, int] | None
                   Callable[[int, int, float], None] | None, bool]
 
 
-class DirectHit:
+class DirectHit(ABC):
     """A passing plugin answering a query itself from what it keeps (the cache, from a fresh
-    entry): the plugins after it never see the query.  ``answer(qname, query_flags, do)``
-    gives the rcode, header bits to add (RA, AD) and the reply's records for the asker's
-    spelling; ``served`` is called once the reply is packed (it counts the query) and says
-    how the hot path may repeat it.  ``name`` is the writer in the metrics."""
+    entry): the plugins after it never see the query.  ``name`` is the writer in the
+    metrics."""
 
     __slots__ = ()
     name = ""
 
+    @abstractmethod
     def answer(self, qname: str, query_flags: int, do: bool) -> tuple[int, int, Sections]:
-        raise NotImplementedError
+        """The rcode, the header bits to add (RA, AD) and the reply's records for the
+        asker's spelling."""
 
+    @abstractmethod
     def served(self) -> HitResult:
-        return None, None, None, False
+        """Called once the reply is packed: counts the query, and says how the hot path may
+        repeat the reply."""
 
 
 @dataclass(slots=True)

@@ -722,14 +722,11 @@ class _DirectFill(DirectFill):
             now = time.monotonic()
             if not item.fresh(now) or (pcache.get(key) is not item and ncache.get(key) is not item):
                 return None
-            marks = _Marks()
-            plugin._allow_hot_path(None, marks, key, item, None, now, renewable=True)
-            if marks.valid is None:
+            valid, renew, replay = _hit_repeats(plugin, key, item, server, now)
+            if valid is None:
                 return None
-            counters = plugin.counters(server)
-            replay = counters.repeats[item.kind == SUCCESS].fast_replay(None, None, 0)  # type: ignore[attr-defined]
             now_ttl = item.ttl if plugin.s.keepttl else item.remaining(now)
-            return item.ttl, now_ttl, marks.valid, marks.renew, replay
+            return item.ttl, now_ttl, valid, renew, replay
 
         return take, plugin.name
 
@@ -752,17 +749,23 @@ class _DirectHit(DirectHit):
         return item.rcode, bits, item.light_reply(qname, self.now, self.plugin.s.keepttl)
 
     def served(self) -> HitResult:
-        plugin, item = self.plugin, self.item
-        counters = plugin.counters(self.server)
-        positive = item.kind == SUCCESS
+        item = self.item
+        counters = self.plugin.counters(self.server)
         counters.requests.inc()
-        counters.hits[positive].inc()
-        marks = _Marks()
-        plugin._allow_hot_path(None, marks, self.key, item, None, self.now, renewable=True)
-        if marks.valid is None:
-            return None, None, None, False
-        replay = counters.repeats[positive].fast_replay(None, None, 0)  # type: ignore[attr-defined]
-        return marks.valid, marks.renew, replay, item.spelled_apart
+        counters.hits[item.kind == SUCCESS].inc()
+        valid, renew, replay = _hit_repeats(self.plugin, self.key, item, self.server, self.now)
+        return valid, renew, replay, item.spelled_apart
+
+
+def _hit_repeats(plugin: Plugin, key: Key, item: Item, server: str, now: float) -> tuple[Any, Any, Any]:
+    """How the hot path repeats a hit on ``item`` served at ``now``, as ``serve`` prepares
+    one: (validity, TTL renewal hook, metrics replay hook), or three Nones when it may not."""
+    marks = _Marks()
+    plugin._allow_hot_path(None, marks, key, item, None, now, renewable=True)
+    if marks.valid is None:
+        return None, None, None
+    replay = plugin.counters(server).repeats[item.kind == SUCCESS].fast_replay(None, None, 0)  # type: ignore[attr-defined]
+    return marks.valid, marks.renew, replay
 
 
 class _Marks:

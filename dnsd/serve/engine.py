@@ -279,7 +279,7 @@ class Engine:
             renew = _handing_over(handover[0], hit_metrics)
         if replays and valid is not None:
             on_hit = _replay_all([*replays, on_hit] if on_hit is not None else replays)
-        if valid is not None and self.prepared.limit > 0:
+        if keeping:
             again = None
             if reshuffle:
                 kept = sections

@@ -26,7 +26,6 @@ from dnsd.wire.encode import write_name as _name
 A, NS_, CNAME_, SOA_, PTR, MX, TXT_, AAAA, SRV = 1, 2, 5, 6, 12, 15, 16, 28, 33
 _RR = struct.Struct("!HHIH")
 _RR_SRV = struct.Struct("!HHIHHHH")  # an SRV record's fixed part, then its priority, weight, port
-_SRV = struct.Struct("!HHH")
 _SOA_TIMES = struct.Struct("!IIIII")
 _U16 = struct.Struct("!H")
 _COUNTS = struct.Struct("!HHHH")
@@ -272,10 +271,8 @@ class Packer:
 
 
 def _rdata(buf: bytearray, names: dict[tuple[bytes, ...], int], rtype: int, rd: Any) -> None:
-    if rtype == SRV:
-        buf += _SRV.pack(rd[0], rd[1], rd[2])
-        buf += _target(rd[3])
-    elif rtype in (PTR, NS_, CNAME_):
+    """The rdata of the types ``Packer.pack`` does not write itself (not A, AAAA or SRV)."""
+    if rtype in (PTR, NS_, CNAME_):
         _name(buf, names, _labels_of(rd))
     elif rtype == SOA_:
         _name(buf, names, _labels_of(rd[0]))

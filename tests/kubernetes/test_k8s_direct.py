@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dns.edns
 import dns.flags
@@ -105,26 +105,7 @@ def _counters() -> dict[str, float]:
 
 
 def test_direct_answers_equal_the_general_path_byte_for_byte() -> None:
-    cluster = start_cluster(fixture_objects())
-    upstream = Upstream(delay=0).start()
-
-    async def run() -> tuple[list[Any], list[Any], dict[str, float], dict[str, float], list[bool]]:
-        text = COREFILE.format(url=cluster.url, upstream=upstream.port)
-        general, direct, g_engine, d_engine = await _two_engines(text)
-        try:
-            assert all(block.direct is not None for block in d_engine.blocks)
-            d_engine.prepared.limit = 0
-            g_out, d_out, took_direct, g_delta, d_delta = await _both(g_engine, d_engine, _queries(), _answer)
-            return g_out, d_out, g_delta, d_delta, took_direct
-        finally:
-            await general.stop_plugins()
-            await direct.stop_plugins()
-
-    try:
-        g_out, d_out, g_delta, d_delta, took_direct = asyncio.run(run())
-    finally:
-        cluster.stop()
-        upstream.stop()
+    g_out, d_out, took_direct, g_delta, d_delta, _, _ = _compared(COREFILE, _queries(), _answer)
     for (name, rdtype), i in zip(NAMES, range(0, len(d_out), 4), strict=False):
         for j in range(i, i + 4):
             assert d_out[j] == g_out[j], (name, rdtype, j - i, dns.message.from_wire(g_out[j]),
@@ -167,8 +148,6 @@ def test_cache_hits_answered_directly_equal_serve_byte_for_byte(options: str) ->
     with a pause between: the first round fills the cache (misses), the second round and
     the repeats hit it.  With prepared answers off, every hit on the direct engine is a
     direct answer from the entry; bytes and counters equal the general path's."""
-    cluster = start_cluster(fixture_objects())
-    upstream = Upstream(delay=0).start()
     queries = _queries()
     respelled = []
     for i, (name, rdtype) in enumerate(NAMES):
@@ -178,27 +157,15 @@ def test_cache_hits_answered_directly_equal_serve_byte_for_byte(options: str) ->
             respelled.append(q.to_wire())
     asked = queries + respelled + queries + respelled
 
-    async def run() -> tuple[list[Any], list[Any], dict[str, float], dict[str, float], list[bool]]:
-        text = ALL_CACHED.format(url=cluster.url, upstream=upstream.port).replace("%s", options)
-        general, direct, g_engine, d_engine = await _two_engines(text)
-        try:
-            d_engine.prepared.limit = 0
-            cache = next(p for p in direct.plugins if p.name == "cache")
-            g_out, d_out, took, g_delta, d_delta = await _both(
-                g_engine, d_engine, asked, _answer, pause=1.1, at=(len(asked) // 2,))
-            assert len(cache.pcache) > 20 and len(cache.ncache) > 5
-            return g_out, d_out, g_delta, d_delta, took
-        finally:
-            await general.stop_plugins()
-            await direct.stop_plugins()
+    def caches(general: Runtime, direct: Runtime) -> tuple[int, int]:
+        cache = next(p for p in direct.plugins if p.name == "cache")
+        return len(cache.pcache), len(cache.ncache)
 
-    try:
-        g_out, d_out, g_delta, d_delta, took = asyncio.run(run())
-    finally:
-        cluster.stop()
-        upstream.stop()
-    for j, (g, d) in enumerate(zip(g_out, d_out, strict=True)):
-        assert d == g, (j, dns.message.from_wire(g), dns.message.from_wire(d))
+    g_out, d_out, took, g_delta, d_delta, _, (positive, negative) = _compared(
+        ALL_CACHED, asked, _answer, options=options, pause=1.1, at=(len(asked) // 2,),
+        inspect=caches)
+    assert positive > 20 and negative > 5
+    _assert_same(g_out, d_out)
     # the second round: cluster names are hits, answered directly (not the chased
     # ExternalName, and not the forwarded names, whose entries hold dnslib records)
     second = took[len(asked) // 2 :]
@@ -207,6 +174,53 @@ def test_cache_hits_answered_directly_equal_serve_byte_for_byte(options: str) ->
     assert sum(hits.values()) >= 0.8 * len(second)
     assert any('coredns_dns_responses_total' in k and 'plugin="cache"' in k for k in d_delta)
     assert g_delta == d_delta
+
+
+class Compared(NamedTuple):
+    """What ``_compared`` measured."""
+
+    g_out: list[bytes]  # the general engine's replies
+    d_out: list[bytes]  # the direct engine's replies
+    took: list[bool]  # which direct-engine replies came without the chain
+    g_delta: dict[str, float]  # each engine's counter deltas
+    d_delta: dict[str, float]
+    prepared_hits: int  # the direct engine's hot-path hits
+    extra: Any  # what ``inspect`` returned
+
+
+def _compared(corefile: str, queries: list[bytes], ask_general: Any, options: str = "",
+              prepared: int = 0, pause: float = 0.0, at: tuple[int, ...] = (),
+              inspect: Any = None) -> Compared:
+    """``queries`` on a general and a direct engine of ``corefile`` (``options`` in its
+    cache block, ``prepared`` replies kept by both) against the fixture cluster (see
+    ``_both``); ``inspect(general, direct)`` looks at both runtimes before they stop."""
+    cluster = start_cluster(fixture_objects())
+    upstream = Upstream(delay=0).start()
+
+    async def run() -> Compared:
+        text = corefile.format(url=cluster.url, upstream=upstream.port).replace("%s", options)
+        general, direct, g_engine, d_engine = await _two_engines(text)
+        try:
+            assert all(block.direct is not None for block in d_engine.blocks)
+            g_engine.prepared.limit = d_engine.prepared.limit = prepared
+            g_out, d_out, took, g_delta, d_delta = await _both(
+                g_engine, d_engine, queries, ask_general, pause=pause, at=at)
+            extra = inspect(general, direct) if inspect is not None else None
+            return Compared(g_out, d_out, took, g_delta, d_delta, d_engine.prepared.hits, extra)
+        finally:
+            await general.stop_plugins()
+            await direct.stop_plugins()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        cluster.stop()
+        upstream.stop()
+
+
+def _assert_same(g_out: list[bytes], d_out: list[bytes]) -> None:
+    for j, (g, d) in enumerate(zip(g_out, d_out, strict=True)):
+        assert d == g, (j, dns.message.from_wire(g), dns.message.from_wire(d))
 
 
 async def _two_engines(text: str) -> tuple[Runtime, Runtime, Any, Any]:
@@ -307,38 +321,22 @@ def test_a_cache_miss_answered_directly_fills_the_cache_and_is_repeated_as_serve
     entry: on the direct engine the miss's prepared reply, its TTLs rewritten, goes on as
     the hit's), and twice more another second later (its TTLs counted down again).
     Replies, cache entries and every counter agree."""
-    cluster = start_cluster(fixture_objects())
-    upstream = Upstream(delay=0).start()
     name = dns.reversename.from_address("10.96.1.1").to_text()
+    queries = []
+    for i in range(5):
+        q = dns.message.make_query(name, "PTR")
+        q.id = i
+        queries.append(q.to_wire())
 
-    async def run() -> tuple[list[bytes], list[bytes], dict[str, float], dict[str, float], list[bool], list[Any]]:
-        text = COREFILE.format(url=cluster.url, upstream=upstream.port)
-        general, direct, g_engine, d_engine = await _two_engines(text)
-        try:
-            g_engine.prepared.limit = d_engine.prepared.limit = 1000
-            queries = []
-            for i in range(5):
-                q = dns.message.make_query(name, "PTR")
-                q.id = i
-                queries.append(q.to_wire())
-            hits_before = d_engine.prepared.hits
-            g_out, d_out, took, g_delta, d_delta = await _both(
-                g_engine, d_engine, queries + queries[:2] + queries[2:4], _answer_any, pause=1.1,
-                at=(5, 7))
-            # the miss's four repeats, then every later ask: the reply handed over to the hit
-            assert d_engine.prepared.hits - hits_before == 8
-            caches = [next(p for p in rt.plugins if p.name == "cache") for rt in (general, direct)]
-            entries = [[(k, str(i.answer[0].rdata), i.ttl) for k, i in c.pcache.items()] for c in caches]
-            return g_out, d_out, g_delta, d_delta, took, entries
-        finally:
-            await general.stop_plugins()
-            await direct.stop_plugins()
+    def entries(general: Runtime, direct: Runtime) -> list[Any]:
+        caches = [next(p for p in rt.plugins if p.name == "cache") for rt in (general, direct)]
+        return [[(k, str(i.answer[0].rdata), i.ttl) for k, i in c.pcache.items()] for c in caches]
 
-    try:
-        g_out, d_out, g_delta, d_delta, took, entries = asyncio.run(run())
-    finally:
-        cluster.stop()
-        upstream.stop()
+    g_out, d_out, took, g_delta, d_delta, prepared_hits, entries_ = _compared(
+        COREFILE, queries + queries[:2] + queries[2:4], _answer_any, prepared=1000, pause=1.1,
+        at=(5, 7), inspect=entries)
+    # the miss's four repeats, then every later ask: the reply handed over to the hit
+    assert prepared_hits == 8
     assert d_out == g_out
     # the miss directly, then the prepared reply; a second later, as on the general path,
     # the entry's own reply (a hit: the plugin that wrote it is the cache, in the counters
@@ -346,7 +344,7 @@ def test_a_cache_miss_answered_directly_fills_the_cache_and_is_repeated_as_serve
     assert took == [True] * 9
     ttls = [[rr.ttl for rr in dns.message.from_wire(d_out[i]).answer] for i in (4, 6, 8)]
     assert ttls[0] == [30] and ttls[1] in ([29], [28]) and ttls[2][0] == ttls[1][0] - 1
-    assert entries[0] == entries[1] and len(entries[0]) == 1
+    assert entries_[0] == entries_[1] and len(entries_[0]) == 1
     assert g_delta == d_delta
     assert any("coredns_cache_misses_total" in k for k in d_delta)
     assert any("coredns_cache_hits_total" in k for k in d_delta)
@@ -360,8 +358,6 @@ def test_repeated_misses_hand_over_to_hits_as_serve_would(options: str) -> None:
     times a second apart.  On the direct engine the misses are answered directly and their
     repeats, once the first second is over, go on as the entry's hits; the replies and every
     counter equal the general path's."""
-    cluster = start_cluster(fixture_objects())
-    upstream = Upstream(delay=0).start()
     names = [("svc1.testns.svc.cluster.local.", "A"), ("svc1.testns.svc.cluster.local.", "AAAA"),
              ("_http._tcp.svc1.testns.svc.cluster.local.", "SRV"),
              ("nosuch.testns.svc.cluster.local.", "A"), ("svc1.testns.svc.cluster.local.", "TXT"),
@@ -373,28 +369,11 @@ def test_repeated_misses_hand_over_to_hits_as_serve_would(options: str) -> None:
         queries.append(q.to_wire())
     asked = queries * 6  # three rounds of two
     n = len(queries)
-
-    async def run() -> tuple[list[bytes], list[bytes], dict[str, float], dict[str, float], int]:
-        text = ALL_CACHED.format(url=cluster.url, upstream=upstream.port).replace("%s", options)
-        general, direct, g_engine, d_engine = await _two_engines(text)
-        try:
-            g_engine.prepared.limit = d_engine.prepared.limit = 1000
-            hits_before = d_engine.prepared.hits
-            g_out, d_out, took, g_delta, d_delta = await _both(
-                g_engine, d_engine, asked, _answer_any, pause=1.1, at=(2 * n, 4 * n))
-            assert all(took)
-            return g_out, d_out, g_delta, d_delta, d_engine.prepared.hits - hits_before
-        finally:
-            await general.stop_plugins()
-            await direct.stop_plugins()
-
-    try:
-        g_out, d_out, g_delta, d_delta, prepared_hits = asyncio.run(run())
-    finally:
-        cluster.stop()
-        upstream.stop()
-    for j, (g, d) in enumerate(zip(g_out, d_out, strict=True)):
-        assert d == g, (j, dns.message.from_wire(g), dns.message.from_wire(d))
+    g_out, d_out, took, g_delta, d_delta, prepared_hits, _ = _compared(
+        ALL_CACHED, asked, _answer_any, options=options, prepared=1000, pause=1.1,
+        at=(2 * n, 4 * n))
+    assert all(took)
+    _assert_same(g_out, d_out)
     # only the first ask of each name took the direct path: its repeat in the first second,
     # and every later ask, were the prepared reply (handed over to the hit)
     assert prepared_hits == 5 * n
