@@ -61,7 +61,7 @@ from dnsd.corefile.address import normalize_zone
 from dnsd.corefile.ast import Directive
 from dnsd.corefile.values import duration_arg, int_arg
 from dnsd.request import Request
-from dnsd.wire import quick
+from dnsd.wire import express, quick
 from dnsd.wire.light import to_rr
 
 log = logging.getLogger("dnsd")
@@ -566,6 +566,18 @@ class Plugin(Base):
             until = stored + (int(now - stored) + 1)
             return old, served
 
+        # (dnsd/wire/express.py) Until the second (or, with keepttl, the entry) is over, unless
+        # a change is announced: _put announces the entries it lets go of while still fresh.
+        inner_until = None if inner is None else getattr(inner, "until_change", None)
+        if inner is None or inner_until is not None:
+
+            def until_change() -> float | None:
+                if inner_until is None:
+                    return until
+                other = inner_until()
+                return None if other is None else min(until, other)
+
+            valid.until_change = until_change  # type: ignore[attr-defined]
         reply.valid = valid  # type: ignore[attr-defined]
         if item.spelled_apart:
             reply.case_sensitive = True  # type: ignore[attr-defined]
@@ -582,12 +594,16 @@ class Plugin(Base):
         positive = item.kind == SUCCESS
         store, other = (self.pcache, self.ncache) if positive else (self.ncache, self.pcache)
         cap = self.s.success_cap if positive else self.s.denial_cap
-        other.pop(key, None)
-        store.pop(key, None)
+        now = item.stored
+        gone = [other.pop(key, None), store.pop(key, None)]
         store[key] = item
         while len(store) > max(cap, 1):
-            store.popitem(last=False)
+            gone.append(store.popitem(last=False)[1])
             self.counters(server).evictions[positive].inc()
+        # An entry let go of while fresh may have replies in the express lane; an expired one
+        # cannot (their deadline is never past the entry's expiry), nor can _get's deletions.
+        if any(old is not None and old.fresh(now) for old in gone):
+            express.changed()
         # The entries gauges as this server's store left them, set before every scrape
         # (flush_all): two gauge sets per stored entry were a large part of a fill's cost.
         self._sizes[server] = (len(self.pcache), len(self.ncache))

@@ -61,6 +61,7 @@ from dnsd.corefile.address import normalize_zone, reverse_zones_for_cidr
 from dnsd.corefile.ast import Directive
 from dnsd.corefile.values import arity, duration_arg
 from dnsd.request import Request, error_reply, make_reply
+from dnsd.wire import express
 
 log = logging.getLogger("dnsd")
 
@@ -693,6 +694,7 @@ class ZoneFile:
             if old is not None and old.serial == zone.serial:
                 continue
             self.zones[origin] = zone
+            express.changed()  # (the old zone's replies leave the express lane)
             log.info("[INFO] plugin/file: Successfully reloaded zone %s in %s with %d SOA serial",
                      origin, self.path, zone.serial)
 
@@ -817,7 +819,7 @@ class Plugin(Base):
         reply.ar = result.additional
         # Valid for the hot path until a reload replaces this zone object.
         zones = zf.zones
-        reply.valid = lambda: zones.get(origin) is zone  # type: ignore[attr-defined]
+        reply.valid = express.lasting(lambda: zones.get(origin) is zone)  # type: ignore[attr-defined]
         return reply
 
 

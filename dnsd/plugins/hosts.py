@@ -40,6 +40,7 @@ from dnsd.corefile.ast import Directive
 from dnsd.corefile.values import arity, duration_arg, int_arg
 from dnsd.plugins.file import covers, resolve_path, zone_args
 from dnsd.request import Request, make_reply
+from dnsd.wire import express
 
 log = logging.getLogger("dnsd")
 
@@ -234,6 +235,7 @@ class Plugin(Base):
         self.file = HostsMap.parse(text, self.zones)
         self.signature = sig
         self.index = Index.build(self.file, self.inline, self.reverse)
+        express.changed()  # (the old index's replies leave the express lane)
         log.debug("plugin/hosts: parsed %s into %d entries", self.path, len(self.index))
 
     def read_sync(self) -> None:
@@ -303,7 +305,8 @@ class Plugin(Base):
             return make_reply(req, rcode=UNKNOWN_NAME_RCODE, aa=False)
         reply = make_reply(req)
         reply.rr = answers
-        reply.valid = lambda: self.index is index  # type: ignore[attr-defined]  # until a reload
+        # Until a reload (which announces the change to the express lane).
+        reply.valid = express.lasting(lambda: self.index is index)  # type: ignore[attr-defined]
         return reply
 
 

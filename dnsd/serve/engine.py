@@ -30,10 +30,10 @@ from dnslib.label import DNSBuffer, DNSLabelError
 from dnsd.chain import DIRECT_CD, DIRECT_DO, NOT_DIRECT, DirectFill, DirectHit, Next, Plugin
 from dnsd.request import Request, error_reply, header_only_reply, make_reply, type_name
 from dnsd.serve.direct import Plan, plan_for
-from dnsd.wire import light
+from dnsd.wire import express, light
 from dnsd.wire.encode import Unsupported
 from dnsd.wire.encode import pack as fast_pack
-from dnsd.wire.fastpath import MAX_ENTRIES, PreparedAnswers, query_key
+from dnsd.wire.fastpath import MAX_ENTRIES, Prepared, PreparedAnswers, query_key
 from dnsd.wire.quick import parse_query
 from dnsd.wire.shuffle import Rotation, reorderings, rotation
 
@@ -101,7 +101,9 @@ class Engine:
                                sorted(self._by_zone.items(), key=lambda item: -len(item[0]))]
         # DNSD_PREPARED=0 switches the hot path's store off: every query is answered afresh,
         # which is how the benchmarks measure answers with no prepared packet.
-        self._raw_keys: dict[bytes, tuple[bytes, int]] = {}  # query bytes after the ID -> key
+        # The express lane (dnsd/wire/express.py), by query bytes after the ID.
+        self.lane: dict[bytes, express.Item] = {}
+        self.express = express.wanted()  # (off: the lane keeps query keys only)
         self._names: dict[bytes, tuple[Any, ...]] = {}  # question names, see _name_of
         self.prepared = PreparedAnswers(prepared_capacity())
         from dnsd import metrics
@@ -114,11 +116,13 @@ class Engine:
         """The hot path: (prepared reply, None) on a hit; (None, key) when the query may be
         prepared after the general path answers it; (None, None) when it never may."""
         started = time.perf_counter()
+        epoch = express.EPOCH  # (read before the validity check: see _to_lane)
         # A repeat of a query seen before, byte for byte after the ID, skips the key parser.
         raw = data[2:]
-        k = self._raw_keys.get(raw) if proto == "udp" else None
-        learn = k is None and proto == "udp"
-        if k is None:
+        item = self.lane.get(raw) if proto == "udp" else None
+        if item is not None:
+            k = item.key
+        else:
             k = query_key(data, proto)
             if k is None:
                 return None, None
@@ -134,10 +138,6 @@ class Engine:
             return self._direct(data, k, proto, client_ip, started)
         self.prepared.hits += 1
         entry.used = True  # kept when the store makes room
-        if learn:  # (learnt on hits only: a flood of new names does not fill this)
-            if len(self._raw_keys) >= MAX_ENTRIES:
-                self._raw_keys.clear()
-            self._raw_keys[raw] = k
         variants = entry.variants
         if variants is None:
             wire = entry.wire
@@ -149,6 +149,10 @@ class Engine:
             else:
                 wire = variants[entry.turn % len(variants)]
                 reply = data[:2] + wire[2:12] + data[12:qend] + wire[qend:]
+        # (learnt on hits only: a flood of new names does not fill the lane)
+        if proto == "udp" and (item is None or item.entry is not entry or item.epoch != epoch
+                               or (item.tails and item.until <= time.monotonic())):
+            self._to_lane(raw, k, entry, reply, data[12:qend], epoch)
         if entry.on_hit is not None:  # metrics: counted here, reported in batches
             if ":" in client_ip:
                 entry.hits6 += 1
@@ -158,6 +162,30 @@ class Engine:
             if entry.hits4 + entry.hits6 >= 64:
                 self.prepared.flush(entry)
         return reply, None
+
+    def _to_lane(self, raw: bytes, k: tuple[bytes, int], entry: Prepared, reply: bytes,
+                 question: bytes, epoch: int) -> None:
+        """Keep a hit's reply for the express lane (dnsd/wire/express.py), or only its key
+        when the reply may not take the lane.  ``epoch`` was read before ``entry`` was found
+        valid, so a change announced since makes the item void at once."""
+        lane = self.lane
+        if len(lane) >= MAX_ENTRIES:
+            lane.clear()
+        until = express.until_change(entry.valid) if self.express else None
+        tails: tuple[bytes, ...] = ()
+        if until is not None and len(reply) <= express.MAX_REPLY:
+            variants = entry.variants
+            if variants is None:
+                tails = (reply[2:],)
+            elif type(variants) is Rotation:
+                if len(variants) * len(reply) <= express.MAX_ROTATED:
+                    tails = tuple(variants.reply(b"", question, t) for t in range(len(variants)))
+            elif len(variants) * len(reply) <= express.MAX_ROTATED:
+                qend = k[1]
+                tails = tuple(w[2:12] + question + w[qend:] for w in variants)
+            if len({len(t) for t in tails}) > 1:  # (the item keeps one size)
+                tails = ()
+        lane[raw] = express.Item(k, tails, until if tails else -express.FOREVER, epoch, entry)
 
     def _direct(self, data: bytes, k: tuple[bytes, int], proto: str, client_ip: str,
                 started: float) -> tuple[bytes | None, tuple[bytes, int] | None]:

@@ -165,6 +165,7 @@ class Prepared:
     turn: int = 0
     used: bool = False  # hit since the store last made room (the engine sets it)
     hits4: int = 0  # hits not yet handed to on_hit
+    gone: bool = False  # left the store (see retire)
     hits6: int = 0
     seconds: float = 0.0
 
@@ -176,6 +177,7 @@ class PreparedAnswers:
         self.entries: dict[bytes, Prepared] = {}
         self.limit = limit
         self.hits = 0
+        self.express_hits = 0  # the hits the express lane answered (see dnsd/wire/express.py)
 
     def store(self, key: bytes, qend: int, wire: bytes, valid: Callable[[], bool],
               on_hit: Callable[[int, int, float], None] | None = None,
@@ -185,7 +187,7 @@ class PreparedAnswers:
             return  # prepared answers are switched off (DNSD_PREPARED=0, for measurements)
         old = self.entries.get(key)
         if old is not None:
-            self.flush(old)
+            self.retire(old)
         elif len(self.entries) >= self.limit:
             self.make_room()
         self.entries[key] = Prepared(wire, qend, valid, on_hit, wire[12:qend] if exact else None,
@@ -238,15 +240,15 @@ class PreparedAnswers:
                 entry.used = False
                 entries[key] = entry
             else:
-                self.flush(entry)
+                self.retire(entry)
                 want -= 1
         for key in list(itertools.islice(entries, max(0, want))):
-            self.flush(entries.pop(key))
+            self.retire(entries.pop(key))
 
     def drop(self, key: bytes) -> None:
         entry = self.entries.pop(key, None)
         if entry is not None:
-            self.flush(entry)
+            self.retire(entry)
 
     @staticmethod
     def flush(entry: Prepared) -> None:
@@ -262,5 +264,13 @@ class PreparedAnswers:
             self.flush(entry)
 
     def clear(self) -> None:
-        self.flush_all()
+        for entry in self.entries.values():
+            self.retire(entry)
         self.entries.clear()
+
+    @staticmethod
+    def retire(entry: Prepared) -> None:
+        """An entry leaves the store: its pending hits go to its metrics hook, and the
+        express lane's items stop repeating it (they would count hits nobody reports)."""
+        entry.gone = True
+        PreparedAnswers.flush(entry)

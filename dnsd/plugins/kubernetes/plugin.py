@@ -28,6 +28,7 @@ from dnsd.plugins.kubernetes.index import Index
 from dnsd.plugins.kubernetes.reflector import ApiCall, RateLimiter, Reflector
 from dnsd.plugins.kubernetes.setup import Config, parse_config
 from dnsd.request import Request, make_reply
+from dnsd.wire import express
 from dnsd.wire.light import Rec, to_rr
 
 log = logging.getLogger("dnsd")
@@ -104,6 +105,7 @@ class Plugin(Base):
         self.ctx = ctx
         self.zones = sorted(cfg.zones, key=len, reverse=True)
         self.index = Index(endpoint_pod_names=cfg.endpoint_pod_names)
+        self.index.listeners.append(express.changed)  # (prepared replies' express lane)
         self.opts = Options(
             primary_zone=cfg.primary_zone, ttl=cfg.ttl, pods=cfg.pods,
             namespaces=frozenset(cfg.namespaces), ignore_empty_service=cfg.ignore_empty_service,
@@ -374,6 +376,10 @@ class Validity:
         self.ix, self.version, self.epoch, self.deps = ix, ix.version, ix.epoch, deps
         self.serial = ix.serial if has_soa else None
         self.seen = ix.version  # the latest index version this reply was found valid at
+
+    def until_change(self) -> float:
+        """(dnsd/wire/express.py) Holds until the index changes: every change is announced."""
+        return express.FOREVER
 
     def __call__(self) -> bool:
         ix = self.ix
