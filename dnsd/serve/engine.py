@@ -112,9 +112,12 @@ class Engine:
         # With metrics on this listener, queries no block serves are counted as "dropped".
         self.count_dropped = any(p.name == "prometheus" for b in self.blocks for p in b.plugins)
 
-    def fast(self, data: bytes, proto: str, client_ip: str) -> tuple[bytes | None, tuple[bytes, int] | None]:
+    def fast(self, data: bytes, proto: str, client_ip: str,
+             lane: bool = False) -> tuple[bytes | None, tuple[bytes, int] | None]:
         """The hot path: (prepared reply, None) on a hit; (None, key) when the query may be
-        prepared after the general path answers it; (None, None) when it never may."""
+        prepared after the general path answers it; (None, None) when it never may.
+        ``lane``: the caller serves the express lane (the UDP batch reader), so a hit's reply
+        is kept there."""
         started = time.perf_counter()
         epoch = express.EPOCH  # (read before the validity check: see _to_lane)
         # A repeat of a query seen before, byte for byte after the ID, skips the key parser.
@@ -152,7 +155,7 @@ class Engine:
         # (learnt on hits only: a flood of new names does not fill the lane)
         if proto == "udp" and (item is None or item.entry is not entry or item.epoch != epoch
                                or (item.tails and item.until <= time.monotonic())):
-            self._to_lane(raw, k, entry, reply, data[12:qend], epoch)
+            self._to_lane(raw, k, entry, reply, data[12:qend], epoch, lane)
         if entry.on_hit is not None:  # metrics: counted here, reported in batches
             if ":" in client_ip:
                 entry.hits6 += 1
@@ -164,14 +167,15 @@ class Engine:
         return reply, None
 
     def _to_lane(self, raw: bytes, k: tuple[bytes, int], entry: Prepared, reply: bytes,
-                 question: bytes, epoch: int) -> None:
+                 question: bytes, epoch: int, served: bool) -> None:
         """Keep a hit's reply for the express lane (dnsd/wire/express.py), or only its key
-        when the reply may not take the lane.  ``epoch`` was read before ``entry`` was found
-        valid, so a change announced since makes the item void at once."""
+        when the reply may not take the lane (or nobody serves the lane: ``served`` False).
+        ``epoch`` was read before ``entry`` was found valid, so a change announced since
+        makes the item void at once."""
         lane = self.lane
         if len(lane) >= MAX_ENTRIES:
             lane.clear()
-        until = express.until_change(entry.valid) if self.express else None
+        until = express.until_change(entry.valid) if self.express and served else None
         tails: tuple[bytes, ...] = ()
         if until is not None and len(reply) <= express.MAX_REPLY:
             variants = entry.variants

@@ -302,7 +302,7 @@ class MmsgUdp:
             other = perf_counter()
             data = rbuf[off:end]
             try:
-                reply, key = fast(data, "udp", family)
+                reply, key = fast(data, "udp", family, True)
             except Exception:  # never let one packet kill the loop
                 log.exception("[ERROR] hot path failed")
                 reply, key = None, None
