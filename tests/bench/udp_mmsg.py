@@ -3,9 +3,11 @@
     python tests/bench/udp_mmsg.py                      # small cluster, 3 rounds of 4 s runs
     python tests/bench/udp_mmsg.py --dual-stack         # listener on "" (IPv6 socket, v4-mapped)
     python tests/bench/udp_mmsg.py --unbound            # unbound on the same records, for scale
+    python tests/bench/udp_mmsg.py --switch DNSD_EXPRESS --unbound   # the express lane off / on
 
 Two dnsd processes on the benchmark's small cluster (same Corefile as tests/bench/run.py), one
-with ``DNSD_UDP_MMSG=0`` and one with ``DNSD_UDP_MMSG=1``, both pinned to core 0; dnsperf (and
+with ``DNSD_UDP_MMSG=0`` and one with ``DNSD_UDP_MMSG=1`` (or another ``--switch``, such as
+``DNSD_EXPRESS``, the express lane), both pinned to core 0; dnsperf (and
 this process, which hosts the API emulator) on core 1.  Each round runs every query category
 against each server in turn (the order alternates between rounds), after a warm-up, and takes
 the server's CPU seconds (utime + stime from /proc) around the measured run.  The table gives
@@ -47,9 +49,12 @@ def main() -> int:
     ap.add_argument("--server-core", type=int, default=0)
     ap.add_argument("--client-core", type=int, default=1)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--switch", default="DNSD_UDP_MMSG",
+                    help="the environment switch set to 0 for one dnsd and 1 for the other")
     args = ap.parse_args()
 
     os.sched_setaffinity(0, {args.client_core})
+    labels = ("recvfrom", "mmsg") if args.switch == "DNSD_UDP_MMSG" else (f"{args.switch}=0", f"{args.switch}=1")
     work = Path(tempfile.mkdtemp(prefix="dnsd-mmsg-"))
     procs = srv.Procs()
     dev: Any = None
@@ -85,13 +90,13 @@ def main() -> int:
                 text = text.replace("    bind 127.0.0.1\n", "")
             conf = work / f"Corefile.{mode}"
             conf.write_text(text)
-            env = {**os.environ, "DNSD_UDP_MMSG": mode}
+            env = {**os.environ, args.switch: mode}
             started = time.monotonic()
             proc = procs.start(srv.dnsd_argv(conf), work / f"dnsd.{mode}.log",
                                cpus=[args.server_core], env=env)
             srv.wait_ready(f"http://127.0.0.1:{cfg.ready_port}/ready", proc, 120, started)
             srv.wait_dns(cfg.dns_port, "dns-version.cluster.local.", "TXT", proc, 60)
-            servers["recvfrom" if mode == "0" else "mmsg"] = (cfg.dns_port, proc)
+            servers[labels[int(mode)]] = (cfg.dns_port, proc)
         if args.unbound:
             ub_dir = work / "unbound"
             ub_dir.mkdir()
@@ -132,12 +137,13 @@ def main() -> int:
                 rows.append([category, name, f"{statistics.median(x[0] for x in runs):,.0f}",
                              f"{statistics.median(x[1] for x in runs):,.0f}",
                              f"{statistics.median(x[2] for x in runs):.2f}"])
-            base = statistics.median(x[1] for x in results[(category, "recvfrom")])
-            new = statistics.median(x[1] for x in results[(category, "mmsg")])
-            rows.append([category, "mmsg/recvfrom", "", f"{new / base:.2f}x", ""])
+            base = statistics.median(x[1] for x in results[(category, labels[0])])
+            new = statistics.median(x[1] for x in results[(category, labels[1])])
+            rows.append([category, f"{labels[1]}/{labels[0]}", "", f"{new / base:.2f}x", ""])
             if "unbound" in names:
                 ub_core = statistics.median(x[1] for x in results[(category, "unbound")])
-                rows.append([category, "mmsg/unbound", "", f"{new / ub_core:.2f}x", ""])
+                rows.append([category, f"{labels[0]}/unbound", "", f"{base / ub_core:.2f}x", ""])
+                rows.append([category, f"{labels[1]}/unbound", "", f"{new / ub_core:.2f}x", ""])
         widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
         print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
         print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
