@@ -154,6 +154,7 @@ class Engine:
                 reply = data[:2] + wire[2:12] + data[12:qend] + wire[qend:]
         # (learnt on hits only: a flood of new names does not fill the lane)
         if proto == "udp" and (item is None or item.entry is not entry or item.epoch != epoch
+                               or item.served != lane
                                or (item.tails and item.until <= time.monotonic())):
             self._to_lane(raw, k, entry, reply, data[12:qend], epoch, lane)
         if entry.on_hit is not None:  # metrics: counted here, reported in batches
@@ -189,7 +190,7 @@ class Engine:
                 tails = tuple(w[2:12] + question + w[qend:] for w in variants)
             if len({len(t) for t in tails}) > 1:  # (the item keeps one size)
                 tails = ()
-        lane[raw] = express.Item(k, tails, until if tails else -express.FOREVER, epoch, entry)
+        lane[raw] = express.Item(k, tails, until if tails else -express.FOREVER, epoch, entry, served)
 
     def _direct(self, data: bytes, k: tuple[bytes, int], proto: str, client_ip: str,
                 started: float) -> tuple[bytes | None, tuple[bytes, int] | None]:

@@ -80,10 +80,10 @@ class Item:
     the hot path the key parser for repeats the lane does not serve) and, when the reply may
     be repeated here, the reply after its ID (``tails``: one, or one per rotation)."""
 
-    __slots__ = ("key", "tails", "size", "until", "epoch", "entry", "turn")
+    __slots__ = ("key", "tails", "size", "until", "epoch", "entry", "turn", "served")
 
     def __init__(self, key: tuple[bytes, int], tails: tuple[bytes, ...], until: float,
-                 epoch: int, entry: Any) -> None:
+                 epoch: int, entry: Any, served: bool = True) -> None:
         self.key = key
         self.tails = tails
         self.size = len(tails[0]) + 2 if tails else 0  # the whole reply's size
@@ -91,4 +91,5 @@ class Item:
         self.epoch = epoch
         self.entry = entry  # the prepared entry (a fastpath.Prepared): counters, used mark
         self.turn = 0
+        self.served = served  # made for a reader that serves the lane (else: the key only)
 

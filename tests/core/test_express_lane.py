@@ -384,7 +384,18 @@ def test_the_recvfrom_reader_keeps_only_keys(served: Callable[..., Served]) -> N
 
 @batched_only
 def test_the_batch_reader_serves_the_lane(served: Callable[..., Served]) -> None:
-    assert served().listener.mode == "mmsg"
+    """Also for a query whose key an engine caller that serves no lane learnt first."""
+    s = served()
+    assert s.listener.mode == "mmsg"
+    q = dns.message.make_query("www.zone.test.", "A")
+    q.id = 4242
+    wire = q.to_wire()
+    first = s.ask("www.zone.test.")  # prepared
+    for _ in range(3):  # hits that keep only the key
+        assert s.call(lambda: s.engine.fast(wire, "udp", "127.0.0.1")) == (first, None)
+    before = s.express_hits()
+    assert [s.ask("www.zone.test.") for _ in range(3)] == [first] * 3
+    assert s.express_hits() - before == 2  # the hot path keeps the reply, then the lane
 
 
 def test_the_lane_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
