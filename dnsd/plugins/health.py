@@ -17,7 +17,6 @@ second and feeds ``coredns_health_request_duration_seconds`` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any, ClassVar
 
@@ -27,6 +26,7 @@ from dnsd.chain import SetupContext
 from dnsd.corefile.ast import Directive
 from dnsd.corefile.values import arity, duration_arg
 from dnsd.httpserve import registry, split_address
+from dnsd.tasks import stop_task
 
 DEFAULT_ADDRESS = ":8080"
 
@@ -44,6 +44,7 @@ class Plugin(Base):
         self.lameduck = lameduck
         self.ctx = ctx
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @classmethod
     def setup(cls, directives: list[Directive], ctx: SetupContext) -> Plugin:
@@ -72,26 +73,31 @@ class Plugin(Base):
 
     async def stop(self) -> None:
         self.ctx.shared.get("lameduck", {}).pop(id(self), None)
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task, what="plugin/health: the self-check")
+            self._task = None
         await registry(self.ctx.shared).remove(self.host, self.port, "/health", self)
 
     async def _self_check(self, port: int) -> None:
         host = self.host or "127.0.0.1"
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
-        while True:
+        # (asyncio.timeout, not wait_for, and a stop flag: see dnsd/tasks.py)
+        while not self._stopping:
             await asyncio.sleep(1)
             start = time.perf_counter()
             ok = False
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1)
-                writer.write(b"GET /health HTTP/1.1\r\nHost: dnsd\r\n\r\n")
-                line = await asyncio.wait_for(reader.readline(), 1)
-                ok = b" 200 " in line or shutting_down(self.ctx.shared)
-                writer.close()
+                async with asyncio.timeout(1):
+                    reader, writer = await asyncio.open_connection(host, port)
+                try:
+                    writer.write(b"GET /health HTTP/1.1\r\nHost: dnsd\r\n\r\n")
+                    async with asyncio.timeout(1):
+                        line = await reader.readline()
+                    ok = b" 200 " in line or shutting_down(self.ctx.shared)
+                finally:
+                    writer.close()
             except (TimeoutError, OSError):
                 ok = False
             metrics.health_request_duration.observe(time.perf_counter() - start)
