@@ -595,14 +595,14 @@ class Plugin(Base):
         store, other = (self.pcache, self.ncache) if positive else (self.ncache, self.pcache)
         cap = self.s.success_cap if positive else self.s.denial_cap
         now = item.stored
-        gone = [other.pop(key, None), store.pop(key, None)]
+        let_go = [other.pop(key, None), store.pop(key, None)]
         store[key] = item
         while len(store) > max(cap, 1):
-            gone.append(store.popitem(last=False)[1])
+            let_go.append(store.popitem(last=False)[1])
             self.counters(server).evictions[positive].inc()
         # An entry let go of while fresh may have replies in the express lane; an expired one
         # cannot (their deadline is never past the entry's expiry), nor can _get's deletions.
-        if any(old is not None and old.fresh(now) for old in gone):
+        if any(old is not None and old.fresh(now) for old in let_go):
             express.changed()
         # The entries gauges as this server's store left them, set before every scrape
         # (flush_all): two gauge sets per stored entry were a large part of a fill's cost.

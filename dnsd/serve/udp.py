@@ -16,6 +16,7 @@ import socket
 
 from dnsd.serve import mmsg as _mmsg
 from dnsd.serve.engine import Engine
+from dnsd.switches import switched_on
 
 log = logging.getLogger("dnsd")
 
@@ -82,7 +83,7 @@ def mmsg_wanted(choice: bool | None = None) -> bool:
     ``0``, ``false``, ``no`` or ``off`` selects the recvfrom/sendto loop)."""
     if choice is not None:
         return choice
-    return os.environ.get("DNSD_UDP_MMSG", "1").strip().lower() not in ("0", "false", "no", "off")
+    return switched_on("DNSD_UDP_MMSG")
 
 
 class UdpListener:

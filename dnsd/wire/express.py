@@ -6,7 +6,7 @@ of Python per query, most of the server's own CPU time on a busy core.  The expr
 keeps, per exact query (its bytes after the ID), the finished reply bytes after the ID, so a
 repeat costs one dictionary lookup and two copies into the send buffer.
 
-What ``valid()`` would say is replaced by two cheap checks:
+What ``valid()`` would say is replaced by three cheap checks:
 
 * **an announced change** (``changed()``): every source of prepared replies that can make
   one wrong announces the change when it happens (the kubernetes index on every event, the
@@ -18,8 +18,7 @@ What ``valid()`` would say is replaced by two cheap checks:
   TTL countdown moves every second).  A writer opts in by giving its ``valid`` callable an
   ``until_change`` attribute: a callable returning that moment (``time.monotonic()``
   seconds, ``FOREVER`` for none) or None when the reply must not take the lane.  Writers that
-  do not are never repeated here; their replies still take the hot path.
-
+  do not are never repeated here; their replies still take the hot path;
 * **the prepared entry is still stored**: one the store dropped, replaced or evicted is
   ``gone`` (its hits would be counted where no scrape finds them).
 
@@ -30,9 +29,10 @@ loadbalance's rotations served in turn.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
+
+from dnsd.switches import switched_on
 
 FOREVER = float("inf")
 # Replies larger than this take the hot path (the batch reader hands pages of big replies
@@ -47,7 +47,7 @@ EPOCH = 0  # moves on every announced change; read as ``express.EPOCH``
 def wanted() -> bool:
     """Use the lane?  ``DNSD_EXPRESS`` (default on; ``0``, ``false``, ``no`` or ``off`` keep
     every repeat on the hot path, which is how the benchmarks measure what the lane saves)."""
-    return os.environ.get("DNSD_EXPRESS", "1").strip().lower() not in ("0", "false", "no", "off")
+    return switched_on("DNSD_EXPRESS")
 
 
 def changed() -> None:

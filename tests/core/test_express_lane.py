@@ -10,9 +10,7 @@ fresh, the cache's TTL countdown, a file or hosts reload, the prepared store's e
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,6 +21,7 @@ import dns.message
 import dns.rdatatype
 import pytest
 from k8s_support import endpoint, endpoint_slice, namespace, port, service, start_cluster, wait_for
+from loop_support import LoopThread
 from prometheus_client.parser import text_string_to_metric_families
 from support import free_port
 
@@ -98,7 +97,7 @@ www 300 IN A {ADDRESS}
 """
 
 
-class Served:
+class Served(LoopThread):
     """A listener on one engine, in an event loop on a thread of this process."""
 
     def __init__(self, tmp: Path, cluster: DevCluster, express_on: bool = True,
@@ -111,9 +110,7 @@ class Served:
         self.mport = free_port()
         text = COREFILE.format(PORT=1053, MPORT=self.mport, API=cluster.url, CAP=cache_cap,
                                HOSTS=self.hosts, ZONE=self.zone)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        super().__init__(timeout=20.0)
         self.runtime = Runtime.build(parse(text), 1053)
         self.engine = self.runtime.engines[("", 1053)]
         self.engine.express = express_on
@@ -124,15 +121,6 @@ class Served:
 
     def write_zone(self, serial: int, address: str) -> None:
         self.zone.write_text(ZONE.format(SERIAL=serial, ADDRESS=address))
-
-    def run(self, coro: Any, timeout: float = 20.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        async def wrapped() -> Any:
-            return fn()
-
-        return self.run(wrapped())
 
     def ask(self, name: str, rdtype: str = "A", qid: int = 4242) -> bytes:
         q = dns.message.make_query(name, rdtype)
@@ -148,9 +136,7 @@ class Served:
     def close(self) -> None:
         self.run(self.listener.stop())
         self.run(self.runtime.stop_plugins())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+        self.stop_loop()
 
 
 @pytest.fixture

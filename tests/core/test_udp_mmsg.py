@@ -22,7 +22,6 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import dns.edns
 import dns.flags
@@ -30,6 +29,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
+from loop_support import LoopThread
 from prometheus_client.parser import text_string_to_metric_families
 from support import Dnsd, free_port
 
@@ -272,13 +272,11 @@ def new_loop(kind: str) -> asyncio.AbstractEventLoop:
 BIG = "".join(f"        198.18.{i // 250}.{i % 250 + 1} big.example.org\n" for i in range(400)) + "        fallthrough"
 
 
-class Served:
+class Served(LoopThread):
     """Listeners on one engine, in an event loop running on a thread of this process."""
 
     def __init__(self, hosts: list[str], use_mmsg: bool | None, loop: str = "asyncio") -> None:
-        self.loop = new_loop(loop)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        super().__init__(new_loop(loop))
         self.runtime = Runtime.build(parse(".:1053 {\n" + HOSTS.replace("        fallthrough", BIG) + "}\n"), 1053)
         self.engine = self.runtime.engines[("", 1053)]
         self.listeners: list[UdpListener] = []
@@ -287,15 +285,6 @@ class Served:
             listener = UdpListener(self.engine, host, 0, mmsg=use_mmsg)
             self.run(listener.start())
             self.listeners.append(listener)
-
-    def run(self, coro: Any, timeout: float = 10.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        async def wrapped() -> Any:
-            return fn()
-
-        return self.run(wrapped())
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -317,9 +306,7 @@ class Served:
         for listener in self.listeners:
             self.run(listener.stop())
         self.run(self.runtime.stop_plugins())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+        self.stop_loop()
 
 
 @pytest.fixture
