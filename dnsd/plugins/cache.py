@@ -61,6 +61,7 @@ from dnsd.corefile.address import normalize_zone
 from dnsd.corefile.ast import Directive
 from dnsd.corefile.values import duration_arg, int_arg
 from dnsd.request import Request
+from dnsd.switches import switched_on
 from dnsd.wire import express, quick
 from dnsd.wire.light import to_rr
 
@@ -145,7 +146,8 @@ class Item:
     needs them; the direct path serves hits on light entries as they are (``_DirectHit``)."""
 
     __slots__ = ("kind", "rcode", "ra", "ad", "_answer", "_auth", "_extra", "light", "stored",
-                 "ttl", "hits", "last_hit", "refreshing", "lower", "renamed", "spelled_apart")
+                 "ttl", "hits", "last_hit", "refreshing", "lower", "renamed", "spelled_apart",
+                 "source")
 
     def __init__(self, kind: str, rcode: int, ra: bool, ad: bool, answer: list[RR] | None,
                  auth: list[RR] | None, extra: list[RR] | None, stored: float, ttl: int,
@@ -165,6 +167,9 @@ class Item:
         # Whether a reply from the entry holds another name that may be compressed against
         # the question (see _spelled_apart): then the hot path may only repeat that spelling.
         self.spelled_apart = True
+        # The validity of the direct answer a light entry was filled from (the writer's
+        # word that its records are unchanged), for refilling it in place (Plugin._refill).
+        self.source: Callable[[], bool] | None = None
 
     @classmethod
     def of(cls, reply: DNSRecord, kind: str, now: float, ttl: int, lower: str | None = None) -> Item:
@@ -194,6 +199,14 @@ class Item:
         item.lower = lower
         item.renamed = tuple(rec[0].lower() == lower for rec in sections[0])
         item.spelled_apart = _light_spelled_apart(item, lower)
+        return item
+
+    def restamped(self, now: float) -> Item:
+        """The same entry stored again at ``now`` (a refill whose records are unchanged)."""
+        item = Item(self.kind, self.rcode, self.ra, self.ad, self._answer, self._auth, self._extra,
+                    now, self.ttl, self.light)
+        item.lower, item.renamed, item.spelled_apart = self.lower, self.renamed, self.spelled_apart
+        item.source = self.source
         return item
 
     def _records(self) -> None:
@@ -385,6 +398,7 @@ class Plugin(Base):
         self._counters: dict[str, _Counters] = {}  # by server label
         self._direct_counts: dict[str, _PassedOn] = {}  # by server label
         self._sizes: dict[str, tuple[int, int]] = {}  # entries after the server's last store
+        self.refills = switched_on("DNSD_REFILL")  # (off: for measurements; see _refill)
         metrics.QUERY_STATS.sources.add(self)  # flush_all before every scrape
 
     def counters(self, server: str) -> _Counters:
@@ -526,7 +540,8 @@ class Plugin(Base):
 
     def _allow_hot_path(self, req: Request | None, reply: Any, key: Key, item: Item,
                         inner: Callable[[], bool] | None, now: float,
-                        renewable: bool = False) -> None:
+                        renewable: bool = False,
+                        refill: Callable[[], tuple[int, Any] | None] | None = None) -> None:
         """Let the engine's hot path repeat this reply while it is exactly what the cache
         would serve: the same entry, and the same whole-second TTL (``now`` is the moment
         the reply's TTLs were taken).  Repeats count as cache hits.
@@ -535,7 +550,9 @@ class Plugin(Base):
         filled the entry, whose header and spelling come from the plugins below) also gets a
         ``renew`` hook: when the second changes, the hot path rewrites the TTLs of its packed
         copy to the entry's new remaining TTL (the TTL this method would serve then) instead
-        of dropping it, for as long as the entry stays fresh and current."""
+        of dropping it, for as long as the entry stays fresh and current.  Once the entry has
+        expired, ``renew(True)`` asks ``refill`` (see ``_refill``) to store it again: then it
+        returns (old TTL, new TTL, what the engine needs to repeat the refill's reply)."""
         if item.kind == SERVFAIL or self.s.prefetch or not item.fresh(now):
             # (prefetch decides on the hits it sees, so with it every query must come here)
             reply.__dict__.pop("valid", None)
@@ -553,10 +570,14 @@ class Plugin(Base):
                 return False
             return inner is None or inner()
 
-        def renew() -> tuple[int, int] | None:
+        def renew(refilling: bool = False) -> tuple[Any, ...] | None:
             nonlocal until, served
             now = time.monotonic()
             if not item.fresh(now):
+                if refilling and refill is not None:  # (the engine asks: see Engine._direct_reply)
+                    refilled = refill()
+                    if refilled is not None:
+                        return served, *refilled
                 return None  # expired: the full path decides (refetch, serve_stale...)
             if pcache.get(key) is not item and ncache.get(key) is not item:
                 return None
@@ -607,6 +628,33 @@ class Plugin(Base):
         # The entries gauges as this server's store left them, set before every scrape
         # (flush_all): two gauge sets per stored entry were a large part of a fill's cost.
         self._sizes[server] = (len(self.pcache), len(self.ncache))
+
+    def _refill(self, key: Key, item: Item, server: str) -> tuple[int, Any] | None:
+        """Store an expired light entry again, unchanged, when the miss its expiry causes
+        would be answered by the very records it holds: no serve_stale, prefetch or verify
+        (they handle expiry otherwise), the entry still stored, and the direct answer it was
+        filled from still valid by its writer's word.  It counts as the miss it stands for.
+        Returns (the new entry's TTL, (validity, metrics replay hook, handover) for the
+        reply of the miss), as ``_DirectFill.store`` and ``handover`` give them; None when
+        the miss must be answered afresh.  (Entries filled together, such as a benchmark's
+        warm-up or a client's sweep of PTR names, expire together: each refill through the
+        kubernetes plugin took ~50 us, this takes a few.)"""
+        s = self.s
+        if not self.refills or s.stale or s.prefetch or s.verify_stale or s.keepttl or item.light is None \
+                or item.kind == SERVFAIL:
+            return None
+        if self.pcache.get(key) is not item and self.ncache.get(key) is not item:
+            return None
+        source = item.source
+        if source is None or not source():
+            return None
+        fill = _DirectFill(self, key, server)
+        fill.kind, fill.ttl = item.kind, item.ttl
+        valid, replay, _apart = fill.restore(item, source)
+        handover = fill.handover()
+        if valid is None or replay is None or handover is None:
+            return None
+        return item.ttl, (valid, replay, handover[0])
 
     def flush_all(self) -> None:
         """Set the entries gauges (called before every scrape)."""
@@ -711,6 +759,21 @@ class _DirectFill(DirectFill):
             return valid, None, False
         now = time.monotonic()
         item = self.item = Item.of_light(self.kind, rcode, sections, now, self.ttl, self.key[0])
+        item.source = valid
+        return self._kept(item, valid, now)
+
+    def restore(self, old: Item, valid: Callable[[], bool]) -> FillResult:
+        """``store`` for a refill (``Plugin._refill``): ``old`` stored again as it is."""
+        counters = self.plugin.counters(self.server)
+        counters.requests.inc()
+        counters.misses.inc()
+        now = time.monotonic()
+        return self._kept(old.restamped(now), valid, now)
+
+    def _kept(self, item: Item, valid: Callable[[], bool] | None, now: float) -> FillResult:
+        plugin = self.plugin
+        self.item = item
+        counters = plugin.counters(self.server)
         plugin._put(self.key, item, self.server)
         # As the reply of a miss through the chain, it is repeated for its first second only
         # (its bytes are a hit's, but its metrics say the kubernetes plugin wrote it; after
@@ -777,7 +840,11 @@ def _hit_repeats(plugin: Plugin, key: Key, item: Item, server: str, now: float) 
     """How the hot path repeats a hit on ``item`` served at ``now``, as ``serve`` prepares
     one: (validity, TTL renewal hook, metrics replay hook), or three Nones when it may not."""
     marks = _Marks()
-    plugin._allow_hot_path(None, marks, key, item, None, now, renewable=True)
+
+    def refill() -> tuple[int, Any] | None:
+        return plugin._refill(key, item, server)
+
+    plugin._allow_hot_path(None, marks, key, item, None, now, renewable=True, refill=refill)
     if marks.valid is None:
         return None, None, None
     replay = plugin.counters(server).repeats[item.kind == SUCCESS].fast_replay(None, None, 0)  # type: ignore[attr-defined]

@@ -136,9 +136,12 @@ class Engine:
         if entry.exact is not None and entry.exact != data[12:qend]:
             # another spelling: answered afresh (and re-prepared)
             return self._direct(data, k, proto, client_ip, started)
-        if not entry.valid() and not self.prepared.renew(entry):  # renew: TTLs counted down
-            self.prepared.drop(k[0])
-            return self._direct(data, k, proto, client_ip, started)
+        first = None
+        if not entry.valid():
+            if not self.prepared.renew(entry):  # renew: TTLs counted down, or a refill
+                self.prepared.drop(k[0])
+                return self._direct(data, k, proto, client_ip, started)
+            first, entry.first = entry.first, None  # (a refill: this query is its miss)
         self.prepared.hits += 1
         entry.used = True  # kept when the store makes room
         variants = entry.variants
@@ -157,7 +160,9 @@ class Engine:
                                or item.served != lane
                                or (item.tails and item.until <= time.monotonic())):
             self._to_lane(raw, k, entry, reply, data[12:qend], epoch, lane)
-        if entry.on_hit is not None:  # metrics: counted here, reported in batches
+        if first is not None:
+            first(":" in client_ip, time.perf_counter() - started, len(data))
+        elif entry.on_hit is not None:  # metrics: counted here, reported in batches
             if ":" in client_ip:
                 entry.hits6 += 1
             else:
@@ -292,7 +297,8 @@ class Engine:
                 replays.append(replay)
         keeping = valid is not None and self.prepared.limit > 0
         handover = fills[0].handover() if keeping and len(fills) == 1 else None
-        on_hit = hit_metrics = None
+        on_hit = hit_metrics = fill_metrics = None
+        miss: Callable[[bool, float, int], None] = _uncounted
         if plan.metrics:
             metrics = _metrics()
             rname = _RCODE_NAMES.get(rcode) or RCODE.get(rcode, str(rcode))
@@ -305,11 +311,20 @@ class Engine:
                                                       writer, len(data), len(wire))
             if handover is not None:  # (made when the handover happens: no series before)
                 labels = (server, zone, proto, tname, do, rname, handover[1], len(data), len(wire))
+                filled = (server, zone, proto, tname, do, rname, writer, len(data), len(wire))
 
                 def hit_metrics() -> Callable[[int, int, float], None]:
                     return metrics.QUERY_STATS.replayer(*labels)
+
+                def fill_metrics() -> Callable[[int, int, float], None]:
+                    return metrics.QUERY_STATS.replayer(*filled)
+
+                def miss(ipv6: bool, seconds: float, size: int) -> None:
+                    metrics.QUERY_STATS.observe(server, zone, proto, "2" if ipv6 else "1", tname,
+                                                do, rname, writer, seconds, size, len(wire))
         if handover is not None:
-            renew = _handing_over(handover[0], hit_metrics)
+            refilling = (fill_metrics, miss) if not commits else None
+            renew = _handing_over(handover[0], hit_metrics, refilling)
         if replays and valid is not None:
             on_hit = _replay_all([*replays, on_hit] if on_hit is not None else replays)
         if keeping:
@@ -667,23 +682,56 @@ _COUNTS = struct.Struct("!HHHHH")
 _RCODE_NAMES = {code: RCODE.get(code) for code in range(6)}
 
 
-def _handing_over(take: Callable[[], Any],
-                  hit_metrics: Callable[[], Callable[[int, int, float], None]] | None,
+Metrics = Callable[[], Callable[[int, int, float], None]]
+
+
+def _handing_over(take: Callable[[], Any], hit_metrics: Metrics | None,
+                  refilling: tuple[Metrics | None, Callable[[bool, float, int], None]] | None,
                   ) -> Callable[[], Any]:
     """The renew hook of a prepared reply to a cache miss answered directly: once its first
     second is over, the reply (TTLs rewritten) is what a hit on the entry now writes, so it
     becomes one, with the hit's validity, renewal and metrics (a hit written by the cache),
-    instead of being dropped and written again by the direct path (see DirectFill.handover)."""
+    instead of being dropped and written again by the direct path (see DirectFill.handover).
 
-    def renew() -> tuple[int, int, tuple[Any, ...]] | None:
+    With ``refilling`` (the metrics of the miss: a replayer maker for its repeats and a hook
+    for the miss itself), the hit's renewal goes on past the entry's expiry: when the cache
+    refills the entry in place (cache.Plugin._refill: the records behind it are unchanged),
+    the reply becomes the refill's, exactly as the direct path would have answered that miss
+    (same bytes, TTLs rewritten; the query counted once as the miss, its repeats in the
+    first second as that reply's), and is handed over again a second later."""
+
+    def renew() -> tuple[Any, ...] | None:
         taken = take()
         if taken is None:
             return None
         old, new, valid, renew_hit, replay = taken
         on_hit = _replay_all([replay, hit_metrics()]) if hit_metrics is not None else replay
+        if refilling is not None and renew_hit is not None:
+            renew_hit = _refilling(renew_hit, hit_metrics, refilling)
         return old, new, (valid, renew_hit, on_hit)
 
     return renew
+
+
+def _refilling(renew_hit: Callable[..., Any], hit_metrics: Metrics | None,
+               refilling: tuple[Metrics | None, Callable[[bool, float, int], None]],
+               ) -> Callable[[], Any]:
+    """A hit's renew hook that lets the cache refill its entry in place (see _handing_over)."""
+    fill_metrics, miss = refilling
+
+    def renew() -> tuple[Any, ...] | None:
+        ttls = renew_hit(True)
+        if ttls is None or len(ttls) == 2:
+            return ttls
+        old, new, (valid, replay, take) = ttls
+        on_hit = _replay_all([replay, fill_metrics()]) if fill_metrics is not None else replay
+        return old, new, (valid, _handing_over(take, hit_metrics, refilling), on_hit), miss
+
+    return renew
+
+
+def _uncounted(ipv6: bool, seconds: float, size: int) -> None:
+    """The metrics of a refill's miss where the chain has no prometheus: none."""
 
 
 def _replay_all(hooks: list[Callable[[int, int, float], None]]) -> Callable[[int, int, float], None]:

@@ -168,6 +168,9 @@ class Prepared:
     gone: bool = False  # left the store (see retire)
     hits6: int = 0
     seconds: float = 0.0
+    # Set by renew when the reply became a refill's (see engine._refilling): the query that
+    # asked counts once through this, as the miss, instead of as a hit.
+    first: Callable[[bool, float, int], None] | None = None
 
 
 class PreparedAnswers:
@@ -221,6 +224,8 @@ class PreparedAnswers:
         if len(ttls) > 2:  # the reply becomes another one: (validity, renew hook, metrics)
             PreparedAnswers.flush(entry)  # (the repeats so far, to the metrics they had)
             entry.valid, entry.renew, entry.on_hit = ttls[2]  # type: ignore[misc]
+            if len(ttls) > 3:  # ... written for a miss the asking query stands for
+                entry.first = ttls[3]  # type: ignore[misc]
         return True
 
     def make_room(self) -> None:
