@@ -126,7 +126,7 @@ def answer(ix: Index, opt: Options, qname: str, qtype: int, zone: str) -> Result
 # and how it parses depend on nothing else (net_names is part of the key); emptied when full.
 OUTSIDE, APEX, BELOW, DNS_VERSION = 0, 1, 2, 3
 _NAMES: dict[tuple[str, str], tuple[int, Parsed]] = {}
-MAX_NAMES = 4096
+MAX_NAMES = 32768  # (see dnsd/wire/light.py MEMO_SIZE)
 
 
 def _name_of(lower: str, zone: str, net_names: bool) -> tuple[int, Parsed]:
