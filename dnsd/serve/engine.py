@@ -27,6 +27,7 @@ from typing import Any
 from dnslib import EDNS0, OPCODE, QTYPE, RCODE, RR, DNSLabel, DNSQuestion, DNSRecord
 from dnslib.label import DNSBuffer, DNSLabelError
 
+from dnsd import memos
 from dnsd.chain import DIRECT_CD, DIRECT_DO, NOT_DIRECT, DirectFill, DirectHit, Next, Plugin
 from dnsd.request import Request, error_reply, header_only_reply, make_reply, type_name
 from dnsd.serve.direct import Plan, plan_for
@@ -46,7 +47,6 @@ MAX_UDP = 65507
 _NOT_DIRECT_TYPES = frozenset((QTYPE.AXFR, QTYPE.IXFR, QTYPE.ANY))
 # Names whose text form needs no escaping (labels of letters, digits, '-' and '_').
 _NOT_PLAIN: tuple[Any, ...] = ()
-MAX_NAMES = 32768  # question names the direct path keeps parsed (emptied when full; ~100 B each)
 _PLAIN_NAME = re.compile(rb"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\Z")
 BADVERS = 16
 PREPARED_ORDERS = 8  # record orders kept for a prepared reply that loadbalance shuffles
@@ -360,7 +360,7 @@ class Engine:
             routed = self.route(lower)
             if routed is not None and routed[1].direct is not None:
                 named = (qname, lower, routed[0], routed[1], routed[1].direct)
-        if len(self._names) >= MAX_NAMES:
+        if len(self._names) >= memos.size:
             self._names.clear()
         self._names[wire_name] = named
         return named

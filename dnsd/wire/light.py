@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from dnslib import CNAME, NS, RR, SOA, TXT
 
+from dnsd import memos
 from dnsd.wire import quick
 from dnsd.wire.encode import Unsupported
 from dnsd.wire.encode import write_name as _name
@@ -127,11 +128,8 @@ def _labels(name: str) -> tuple[bytes, ...]:
 
 # Names seen in replies, kept between replies (the same targets and owners come back): their
 # labels, the compression seeds a question's labels give, and SRV targets written in full.
-# Each memo is emptied when it reaches MEMO_SIZE entries, so memory stays bounded (a few
-# MiB each at most).  The size is that of a large cluster's working set: with 10,000 Services
-# and 100,000 endpoints the benchmark mix asks ~26,000 distinct names, and with 4,096 entries
-# per memo most first answers missed every memo (33 us per answer in-process instead of 24).
-MEMO_SIZE = 32768
+# Each memo is emptied when it reaches memos.size entries (dnsd/memos.py: it follows the
+# cluster's size), so memory stays bounded.
 SEEDS_SIZE = 512
 _LABELS: dict[str, tuple[bytes, ...]] = {}
 _SEEDS: dict[str, dict[tuple[bytes, ...], int]] = {}
@@ -142,7 +140,7 @@ def _labels_of(name: str) -> tuple[bytes, ...]:
     labels = _LABELS.get(name)
     if labels is None:
         labels = _labels(name)
-        if len(_LABELS) >= MEMO_SIZE:
+        if len(_LABELS) >= memos.size:
             _LABELS.clear()
         _LABELS[name] = labels
     return labels
@@ -177,7 +175,7 @@ def _target(name: str) -> bytes:
         wire = b"".join([bytes((len(label),)) + label for label in labels]) + b"\x00"
         if len(wire) > 255:
             raise Unsupported("name longer than 255 octets")
-        if len(_TARGETS) >= MEMO_SIZE:
+        if len(_TARGETS) >= memos.size:
             _TARGETS.clear()
         _TARGETS[name] = wire
     return wire

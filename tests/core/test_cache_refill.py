@@ -17,6 +17,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from typing import Any
 
 import dns.message
@@ -168,7 +169,7 @@ def test_expired_entries_refill_like_the_miss_they_stand_for(
     assert {r.rcode() for r in replies} == {rcode}
     ttls = [_ttl(r) for r in replies]
     assert set(ttls) == {1, 2}, ttls
-    refills = sum(1 for a, b in zip(ttls, ttls[1:]) if (a, b) == (1, 2))
+    refills = sum(1 for a, b in pairwise(ttls) if (a, b) == (1, 2))
     assert refills >= 2, ttls
 
     def delta(metric: str, **labels: str) -> float:
@@ -232,7 +233,7 @@ def test_refills_switch_off(served: Callable[[], Served], monkeypatch: pytest.Mo
     replies = _poll(s, "10.41.96.10.in-addr.arpa.", "PTR", 2.5 * TTL)
     after = _scrape(s.mport)
     ttls = [_ttl(r) for r in replies]
-    misses = 1 + sum(1 for a, b in zip(ttls, ttls[1:]) if (a, b) == (1, 2))
+    misses = 1 + sum(1 for a, b in pairwise(ttls) if (a, b) == (1, 2))
     assert misses >= 2, ttls
     assert (_sum(after, "coredns_cache_misses_total") - _sum(before, "coredns_cache_misses_total")
             == misses)

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from dnslib import QTYPE
 
+from dnsd import memos
 from dnsd.plugins.kubernetes.index import Address, Index, ServiceView
 from dnsd.plugins.kubernetes.names import (
     INVALID,
@@ -126,7 +127,6 @@ def answer(ix: Index, opt: Options, qname: str, qtype: int, zone: str) -> Result
 # and how it parses depend on nothing else (net_names is part of the key); emptied when full.
 OUTSIDE, APEX, BELOW, DNS_VERSION = 0, 1, 2, 3
 _NAMES: dict[tuple[str, str], tuple[int, Parsed]] = {}
-MAX_NAMES = 32768  # (see dnsd/wire/light.py MEMO_SIZE)
 
 
 def _name_of(lower: str, zone: str, net_names: bool) -> tuple[int, Parsed]:
@@ -139,7 +139,7 @@ def _name_of(lower: str, zone: str, net_names: bool) -> tuple[int, Parsed]:
         else:
             where = APEX if not labels else DNS_VERSION if labels == ["dns-version"] else BELOW
             named = (where, parse(labels, net_names))
-        if len(_NAMES) >= MAX_NAMES:
+        if len(_NAMES) >= memos.size:
             _NAMES.clear()
         _NAMES[key] = named
     return named

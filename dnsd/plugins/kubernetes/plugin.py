@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from dnsd import __version__
+from dnsd import __version__, memos
 from dnsd.chain import DirectAnswer, Next, SetupContext
 from dnsd.chain import Plugin as Base
 from dnsd.corefile.ast import Directive
@@ -223,6 +223,7 @@ class Plugin(Base):
         if op == "replace":
             ix.replace(kind, payload)
             self._pending.discard(resource)
+            memos.fit(len(ix.services) + len(ix.endpoint_owners) + len(ix.pods))
             if len(payload) > 1000 and gc.isenabled():  # (at start-up: once, after the sync)
                 _settle()
             return
