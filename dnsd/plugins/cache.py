@@ -25,6 +25,8 @@ expired less than DURATION (1 h) ago are served with TTL 0 and refreshed in the 
 Hits are repeated by the engine's hot path (prepared answers, counted as hits here) for the
 entry's whole life: each second the TTLs of the packed reply are rewritten to what ``serve``
 would answer then (see ``_allow_hot_path``).  Not with ``prefetch``, which must see every hit.
+An entry the direct path filled whose records are unchanged when it expires is stored again in
+place, and the prepared reply goes on as the reply of the miss the expiry causes (``_refill``).
 """
 
 from __future__ import annotations
