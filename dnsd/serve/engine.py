@@ -297,6 +297,13 @@ class Engine:
                 replays.append(replay)
         keeping = valid is not None and self.prepared.limit > 0
         handover = fills[0].handover() if keeping and len(fills) == 1 else None
+        # The writer of the miss an expired cache entry stands for, when the cache may refill
+        # it in place (see _handing_over): the answering plugin, for a fill or for a hit.
+        refill_writer = None
+        if handover is not None:
+            refill_writer = writer
+        elif hit is not None and renew is not None and keeping:
+            refill_writer = plan.answerer.name
         on_hit = hit_metrics = fill_metrics = None
         miss: Callable[[bool, float, int], None] = _uncounted
         if plan.metrics:
@@ -309,9 +316,10 @@ class Engine:
             if keeping:
                 on_hit = metrics.QUERY_STATS.replayer(server, zone, proto, tname, do, rname,
                                                       writer, len(data), len(wire))
-            if handover is not None:  # (made when the handover happens: no series before)
-                labels = (server, zone, proto, tname, do, rname, handover[1], len(data), len(wire))
-                filled = (server, zone, proto, tname, do, rname, writer, len(data), len(wire))
+            if refill_writer is not None:  # (made when needed: no series before)
+                hit_writer = handover[1] if handover is not None else writer
+                labels = (server, zone, proto, tname, do, rname, hit_writer, len(data), len(wire))
+                filled = (server, zone, proto, tname, do, rname, refill_writer, len(data), len(wire))
 
                 def hit_metrics() -> Callable[[int, int, float], None]:
                     return metrics.QUERY_STATS.replayer(*labels)
@@ -321,10 +329,13 @@ class Engine:
 
                 def miss(ipv6: bool, seconds: float, size: int) -> None:
                     metrics.QUERY_STATS.observe(server, zone, proto, "2" if ipv6 else "1", tname,
-                                                do, rname, writer, seconds, size, len(wire))
+                                                do, rname, filled[6], seconds, size, len(wire))
+        # (commits: a cache that keeps nothing here passed the query on; none then refills)
+        refilling = (fill_metrics, miss) if refill_writer is not None and not commits else None
         if handover is not None:
-            refilling = (fill_metrics, miss) if not commits else None
             renew = _handing_over(handover[0], hit_metrics, refilling)
+        elif refilling is not None and renew is not None:
+            renew = _refilling(renew, hit_metrics, refilling)
         if replays and valid is not None:
             on_hit = _replay_all([*replays, on_hit] if on_hit is not None else replays)
         if keeping:

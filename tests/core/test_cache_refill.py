@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from itertools import pairwise
 from typing import Any
 
+import dns.flags
 import dns.message
 import dns.rcode
 import pytest
@@ -69,8 +70,10 @@ class Served(LoopThread):
         self.run(self.listener.start())
         self.port = self.listener.port
 
-    def ask(self, name: str, rdtype: str) -> dns.message.Message:
+    def ask(self, name: str, rdtype: str, rd: bool = True) -> dns.message.Message:
         q = dns.message.make_query(name, rdtype)
+        if not rd:
+            q.flags &= ~dns.flags.RD
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(3)
             s.sendto(q.to_wire(), ("127.0.0.1", self.port))
@@ -138,11 +141,11 @@ def _ttl(reply: dns.message.Message) -> int:
     return ttls.pop()
 
 
-def _poll(s: Served, name: str, rdtype: str, seconds: float) -> list[dns.message.Message]:
+def _poll(s: Served, name: str, rdtype: str, seconds: float, rd: bool = True) -> list[dns.message.Message]:
     replies = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        replies.append(s.ask(name, rdtype))
+        replies.append(s.ask(name, rdtype, rd))
         time.sleep(0.02)
     return replies
 
@@ -185,6 +188,42 @@ def test_expired_entries_refill_like_the_miss_they_stand_for(
     assert prepared == len(replies) - 1
     # the same records every time
     assert len({tuple(sorted(rd.to_text() for rrset in r.answer for rd in rrset)) for r in replies}) == 1
+
+
+def test_a_prepared_hit_refills_too(served: Callable[[], Served]) -> None:
+    """A query that first met the entry as a cache hit (here: RD clear, after a query with RD
+    set filled the entry; the prepared replies differ, the cache entry is the same) is
+    prepared as the hit; at expiry it refills the entry in place as well, counted the same."""
+    s = served()
+    name = "10.41.96.10.in-addr.arpa."
+    before = _scrape(s.mport)
+    filled = s.ask(name, "PTR")
+    assert _ttl(filled) == TTL
+    hits_before = s.prepared_hits()
+    replies = _poll(s, name, "PTR", 2.6 * TTL, rd=False)
+    after = _scrape(s.mport)
+    assert all(not r.flags & dns.flags.RD for r in replies)
+    ttls = [_ttl(r) for r in replies]
+    assert set(ttls) == {1, 2}, ttls
+    refills = sum(1 for a, b in pairwise([TTL, *ttls]) if (a, b) == (1, 2))
+    assert refills >= 2, ttls
+
+    def delta(metric: str, **labels: str) -> float:
+        return _sum(after, metric, **labels) - _sum(before, metric, **labels)
+
+    assert delta("coredns_cache_requests_total") == 1 + len(replies)
+    assert delta("coredns_cache_misses_total") == 1 + refills
+    assert delta("coredns_cache_hits_total") == len(replies) - refills
+    # the filling query, the refills and the repeats of each in its first second
+    refilled_seconds = sum(1 for i, t in enumerate(ttls) if t == TTL and i >= _first_refill(ttls))
+    assert delta("coredns_dns_responses_total", plugin="kubernetes") == 1 + refilled_seconds
+    assert delta("coredns_dns_responses_total", plugin="cache") == len(replies) - refilled_seconds
+    # the first RD-clear query was the direct path's hit; every other one a prepared reply
+    assert s.prepared_hits() - hits_before == len(replies) - 1
+
+
+def _first_refill(ttls: list[int]) -> int:
+    return next(i for i in range(1, len(ttls)) if (ttls[i - 1], ttls[i]) == (1, 2))
 
 
 def test_a_change_behind_the_entry_ends_the_refills(served: Callable[[], Served],
