@@ -13,7 +13,6 @@ against the API emulator, and asks over real sockets with dnspython.  Entries li
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -25,14 +24,11 @@ import dns.message
 import dns.rcode
 import pytest
 from k8s_support import endpoint, endpoint_slice, namespace, port, service, start_cluster, wait_for
-from loop_support import LoopThread
+from loop_support import ServedEngine
 from prometheus_client.parser import text_string_to_metric_families
 from support import free_port
 
-from dnsd.corefile import parse
 from dnsd.devcluster import DevCluster
-from dnsd.serve.runtime import Runtime
-from dnsd.serve.udp import UdpListener
 
 SVC_IP = "10.96.41.10"
 OLD_IP = "10.244.9.1"
@@ -57,35 +53,21 @@ COREFILE = """\
 """
 
 
-class Served(LoopThread):
-    """A listener on one engine, in an event loop on a thread of this process."""
+class Served(ServedEngine):
+    """The test's Corefile served on a thread of this process."""
 
     def __init__(self, cluster: DevCluster) -> None:
         self.mport = free_port()
-        super().__init__(timeout=20.0)
-        self.runtime = Runtime.build(parse(COREFILE.format(MPORT=self.mport, API=cluster.url, TTL=TTL)), 1053)
-        self.engine = self.runtime.engines[("", 1053)]
-        self.run(self.runtime.start_plugins())
-        self.listener = UdpListener(self.engine, "127.0.0.1", 0)
-        self.run(self.listener.start())
-        self.port = self.listener.port
+        super().__init__(COREFILE.format(MPORT=self.mport, API=cluster.url, TTL=TTL))
 
     def ask(self, name: str, rdtype: str, rd: bool = True) -> dns.message.Message:
         q = dns.message.make_query(name, rdtype)
         if not rd:
             q.flags &= ~dns.flags.RD
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(3)
-            s.sendto(q.to_wire(), ("127.0.0.1", self.port))
-            return dns.message.from_wire(s.recv(65535))
+        return dns.message.from_wire(self.exchange(q.to_wire()))
 
     def prepared_hits(self) -> int:
         return int(self.call(lambda: self.engine.prepared.hits))
-
-    def close(self) -> None:
-        self.run(self.listener.stop())
-        self.run(self.runtime.stop_plugins())
-        self.stop_loop()
 
 
 @pytest.fixture

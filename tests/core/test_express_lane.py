@@ -10,7 +10,6 @@ fresh, the cache's TTL countdown, a file or hosts reload, the prepared store's e
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,15 +20,12 @@ import dns.message
 import dns.rdatatype
 import pytest
 from k8s_support import endpoint, endpoint_slice, namespace, port, service, start_cluster, wait_for
-from loop_support import LoopThread
+from loop_support import ServedEngine
 from prometheus_client.parser import text_string_to_metric_families
 from support import free_port
 
-from dnsd.corefile import parse
 from dnsd.devcluster import DevCluster
 from dnsd.serve import mmsg
-from dnsd.serve.runtime import Runtime
-from dnsd.serve.udp import UdpListener
 from dnsd.wire import express
 
 # The lane is served by the recvmmsg/sendmmsg reader only (Linux).
@@ -97,8 +93,8 @@ www 300 IN A {ADDRESS}
 """
 
 
-class Served(LoopThread):
-    """A listener on one engine, in an event loop on a thread of this process."""
+class Served(ServedEngine):
+    """The test's Corefile served on a thread of this process."""
 
     def __init__(self, tmp: Path, cluster: DevCluster, express_on: bool = True,
                  cache_cap: int = 9984, batched: bool = True) -> None:
@@ -110,14 +106,8 @@ class Served(LoopThread):
         self.mport = free_port()
         text = COREFILE.format(PORT=1053, MPORT=self.mport, API=cluster.url, CAP=cache_cap,
                                HOSTS=self.hosts, ZONE=self.zone)
-        super().__init__(timeout=20.0)
-        self.runtime = Runtime.build(parse(text), 1053)
-        self.engine = self.runtime.engines[("", 1053)]
-        self.engine.express = express_on
-        self.run(self.runtime.start_plugins())
-        self.listener = UdpListener(self.engine, "127.0.0.1", 0, mmsg=batched)
-        self.run(self.listener.start())
-        self.port = self.listener.port
+        super().__init__(text, batched=batched)
+        self.engine.express = express_on  # (read per query)
 
     def write_zone(self, serial: int, address: str) -> None:
         self.zone.write_text(ZONE.format(SERIAL=serial, ADDRESS=address))
@@ -125,18 +115,10 @@ class Served(LoopThread):
     def ask(self, name: str, rdtype: str = "A", qid: int = 4242) -> bytes:
         q = dns.message.make_query(name, rdtype)
         q.id = qid
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(3)
-            s.sendto(q.to_wire(), ("127.0.0.1", self.port))
-            return s.recv(65535)
+        return self.exchange(q.to_wire())
 
     def express_hits(self) -> int:
         return int(self.call(lambda: self.engine.prepared.express_hits))
-
-    def close(self) -> None:
-        self.run(self.listener.stop())
-        self.run(self.runtime.stop_plugins())
-        self.stop_loop()
 
 
 @pytest.fixture
