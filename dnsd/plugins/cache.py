@@ -26,7 +26,7 @@ Hits are repeated by the engine's hot path (prepared answers, counted as hits he
 entry's whole life: each second the TTLs of the packed reply are rewritten to what ``serve``
 would answer then (see ``_allow_hot_path``).  Not with ``prefetch``, which must see every hit.
 An entry the direct path filled whose records are unchanged when it expires is stored again in
-place, and the prepared reply goes on as the reply of the miss the expiry causes (``_refill``).
+place, and the prepared reply goes on as the reply to the miss the expiry causes (``_refill``).
 """
 
 from __future__ import annotations
@@ -201,14 +201,6 @@ class Item:
         item.lower = lower
         item.renamed = tuple(rec[0].lower() == lower for rec in sections[0])
         item.spelled_apart = _light_spelled_apart(item, lower)
-        return item
-
-    def restamped(self, now: float) -> Item:
-        """The same entry stored again at ``now`` (a refill whose records are unchanged)."""
-        item = Item(self.kind, self.rcode, self.ra, self.ad, self._answer, self._auth, self._extra,
-                    now, self.ttl, self.light)
-        item.lower, item.renamed, item.spelled_apart = self.lower, self.renamed, self.spelled_apart
-        item.source = self.source
         return item
 
     def _records(self) -> None:
@@ -543,7 +535,7 @@ class Plugin(Base):
     def _allow_hot_path(self, req: Request | None, reply: Any, key: Key, item: Item,
                         inner: Callable[[], bool] | None, now: float,
                         renewable: bool = False,
-                        refill: Callable[[], tuple[int, Any] | None] | None = None) -> None:
+                        refill: Callable[[float], bool] | None = None) -> None:
         """Let the engine's hot path repeat this reply while it is exactly what the cache
         would serve: the same entry, and the same whole-second TTL (``now`` is the moment
         the reply's TTLs were taken).  Repeats count as cache hits.
@@ -553,8 +545,8 @@ class Plugin(Base):
         ``renew`` hook: when the second changes, the hot path rewrites the TTLs of its packed
         copy to the entry's new remaining TTL (the TTL this method would serve then) instead
         of dropping it, for as long as the entry stays fresh and current.  Once the entry has
-        expired, ``renew(True)`` asks ``refill`` (see ``_refill``) to store it again: then it
-        returns (old TTL, new TTL, what the engine needs to repeat the refill's reply)."""
+        expired, ``renew(True)`` asks ``refill`` (see ``_refill``) to store it again in place:
+        then it returns (old TTL, new TTL, None), the reply now being the refill's."""
         if item.kind == SERVFAIL or self.s.prefetch or not item.fresh(now):
             # (prefetch decides on the hits it sees, so with it every query must come here)
             reply.__dict__.pop("valid", None)
@@ -575,19 +567,20 @@ class Plugin(Base):
         def renew(refilling: bool = False) -> tuple[Any, ...] | None:
             nonlocal until, served
             now = time.monotonic()
+            refilled = False
             if not item.fresh(now):
-                if refilling and refill is not None:  # (the engine asks: see Engine._direct_reply)
-                    refilled = refill()
-                    if refilled is not None:
-                        return served, *refilled
-                return None  # expired: the full path decides (refetch, serve_stale...)
+                # expired: the full path decides (refetch, serve_stale...), unless the engine
+                # asks (see engine._refilling) and the cache may refill the entry in place
+                if not (refilling and refill is not None and refill(now)):
+                    return None
+                refilled = True
             if pcache.get(key) is not item and ncache.get(key) is not item:
                 return None
             if inner is not None and not inner():
                 return None
             old, served = served, item.remaining(now)
-            until = stored + (int(now - stored) + 1)
-            return old, served
+            until = item.stored + (int(now - item.stored) + 1)  # (a refill moves stored)
+            return (old, served, None) if refilled else (old, served)
 
         # (dnsd/wire/express.py) Until the second (or, with keepttl, the entry) is over, unless
         # a change is announced: _put announces the entries it lets go of while still fresh.
@@ -631,32 +624,31 @@ class Plugin(Base):
         # (flush_all): two gauge sets per stored entry were a large part of a fill's cost.
         self._sizes[server] = (len(self.pcache), len(self.ncache))
 
-    def _refill(self, key: Key, item: Item, server: str) -> tuple[int, Any] | None:
-        """Store an expired light entry again, unchanged, when the miss its expiry causes
-        would be answered by the very records it holds: no serve_stale, prefetch or verify
-        (they handle expiry otherwise), the entry still stored, and the direct answer it was
-        filled from still valid by its writer's word.  It counts as the miss it stands for.
-        Returns (the new entry's TTL, (validity, metrics replay hook, handover) for the
-        reply of the miss), as ``_DirectFill.store`` and ``handover`` give them; None when
-        the miss must be answered afresh.  (Entries filled together, such as a benchmark's
-        warm-up or a client's sweep of PTR names, expire together: each refill through the
-        kubernetes plugin took ~50 us, this takes a few.)"""
+    def _refill(self, key: Key, item: Item, server: str, now: float) -> bool:
+        """Store an expired light entry again, in place and unchanged, when the miss its
+        expiry causes would be answered by the very records it holds: no serve_stale,
+        prefetch, verify or keepttl (they handle expiry otherwise), the entry still stored,
+        and the direct answer it was filled from still valid by its writer's word.  Counted
+        as that miss here (the engine counts the response as the answering plugin's).
+        (Entries filled together, such as a benchmark's warm-up or a client's sweep of PTR
+        names, expire together: each miss through the kubernetes plugin took ~50 us and made
+        some twenty objects for the garbage collector to walk; this takes a few us and none.)"""
         s = self.s
-        if not self.refills or s.stale or s.prefetch or s.verify_stale or s.keepttl or item.light is None \
-                or item.kind == SERVFAIL:
-            return None
-        if self.pcache.get(key) is not item and self.ncache.get(key) is not item:
-            return None
+        if not self.refills or s.stale or s.prefetch or s.verify_stale or s.keepttl \
+                or item.light is None or item.kind == SERVFAIL:
+            return False
+        store = self.pcache if item.kind == SUCCESS else self.ncache
+        if store.get(key) is not item:
+            return False
         source = item.source
         if source is None or not source():
-            return None
-        fill = _DirectFill(self, key, server)
-        fill.kind, fill.ttl = item.kind, item.ttl
-        valid, replay, _apart = fill.restore(item, source)
-        handover = fill.handover()
-        if valid is None or replay is None or handover is None:
-            return None
-        return item.ttl, (valid, replay, handover[0])
+            return False
+        item.stored = now
+        store.move_to_end(key)  # (as stored anew: the youngest entry)
+        counters = self.counters(server)
+        counters.requests.inc()
+        counters.misses.inc()
+        return True
 
     def flush_all(self) -> None:
         """Set the entries gauges (called before every scrape)."""
@@ -762,20 +754,6 @@ class _DirectFill(DirectFill):
         now = time.monotonic()
         item = self.item = Item.of_light(self.kind, rcode, sections, now, self.ttl, self.key[0])
         item.source = valid
-        return self._kept(item, valid, now)
-
-    def restore(self, old: Item, valid: Callable[[], bool]) -> FillResult:
-        """``store`` for a refill (``Plugin._refill``): ``old`` stored again as it is."""
-        counters = self.plugin.counters(self.server)
-        counters.requests.inc()
-        counters.misses.inc()
-        now = time.monotonic()
-        return self._kept(old.restamped(now), valid, now)
-
-    def _kept(self, item: Item, valid: Callable[[], bool] | None, now: float) -> FillResult:
-        plugin = self.plugin
-        self.item = item
-        counters = plugin.counters(self.server)
         plugin._put(self.key, item, self.server)
         # As the reply of a miss through the chain, it is repeated for its first second only
         # (its bytes are a hit's, but its metrics say the kubernetes plugin wrote it; after
@@ -843,8 +821,8 @@ def _hit_repeats(plugin: Plugin, key: Key, item: Item, server: str, now: float) 
     one: (validity, TTL renewal hook, metrics replay hook), or three Nones when it may not."""
     marks = _Marks()
 
-    def refill() -> tuple[int, Any] | None:
-        return plugin._refill(key, item, server)
+    def refill(now: float) -> bool:
+        return plugin._refill(key, item, server, now)
 
     plugin._allow_hot_path(None, marks, key, item, None, now, renewable=True, refill=refill)
     if marks.valid is None:

@@ -304,7 +304,7 @@ class Engine:
             refill_writer = writer
         elif hit is not None and renew is not None and keeping:
             refill_writer = plan.answerer.name
-        on_hit = hit_metrics = fill_metrics = None
+        on_hit = hit_metrics = None
         miss: Callable[[bool, float, int], None] = _uncounted
         if plan.metrics:
             metrics = _metrics()
@@ -316,26 +316,23 @@ class Engine:
             if keeping:
                 on_hit = metrics.QUERY_STATS.replayer(server, zone, proto, tname, do, rname,
                                                       writer, len(data), len(wire))
-            if refill_writer is not None:  # (made when needed: no series before)
-                hit_writer = handover[1] if handover is not None else writer
-                labels = (server, zone, proto, tname, do, rname, hit_writer, len(data), len(wire))
-                filled = (server, zone, proto, tname, do, rname, refill_writer, len(data), len(wire))
+            if handover is not None:  # (made when the handover happens: no series before)
+                labels = (server, zone, proto, tname, do, rname, handover[1], len(data), len(wire))
 
                 def hit_metrics() -> Callable[[int, int, float], None]:
                     return metrics.QUERY_STATS.replayer(*labels)
 
-                def fill_metrics() -> Callable[[int, int, float], None]:
-                    return metrics.QUERY_STATS.replayer(*filled)
+            if refill_writer is not None:
 
                 def miss(ipv6: bool, seconds: float, size: int) -> None:
                     metrics.QUERY_STATS.observe(server, zone, proto, "2" if ipv6 else "1", tname,
-                                                do, rname, filled[6], seconds, size, len(wire))
+                                                do, rname, refill_writer, seconds, size, len(wire))
         # (commits: a cache that keeps nothing here passed the query on; none then refills)
-        refilling = (fill_metrics, miss) if refill_writer is not None and not commits else None
+        refilling = miss if refill_writer is not None and not commits else None
         if handover is not None:
             renew = _handing_over(handover[0], hit_metrics, refilling)
         elif refilling is not None and renew is not None:
-            renew = _refilling(renew, hit_metrics, refilling)
+            renew = _refilling(renew, refilling)
         if replays and valid is not None:
             on_hit = _replay_all([*replays, on_hit] if on_hit is not None else replays)
         if keeping:
@@ -694,22 +691,17 @@ _RCODE_NAMES = {code: RCODE.get(code) for code in range(6)}
 
 
 Metrics = Callable[[], Callable[[int, int, float], None]]
+Miss = Callable[[bool, float, int], None]
 
 
 def _handing_over(take: Callable[[], Any], hit_metrics: Metrics | None,
-                  refilling: tuple[Metrics | None, Callable[[bool, float, int], None]] | None,
-                  ) -> Callable[[], Any]:
+                  refilling: Miss | None) -> Callable[[], Any]:
     """The renew hook of a prepared reply to a cache miss answered directly: once its first
     second is over, the reply (TTLs rewritten) is what a hit on the entry now writes, so it
     becomes one, with the hit's validity, renewal and metrics (a hit written by the cache),
     instead of being dropped and written again by the direct path (see DirectFill.handover).
-
-    With ``refilling`` (the metrics of the miss: a replayer maker for its repeats and a hook
-    for the miss itself), the hit's renewal goes on past the entry's expiry: when the cache
-    refills the entry in place (cache.Plugin._refill: the records behind it are unchanged),
-    the reply becomes the refill's, exactly as the direct path would have answered that miss
-    (same bytes, TTLs rewritten; the query counted once as the miss, its repeats in the
-    first second as that reply's), and is handed over again a second later."""
+    With ``refilling`` (the metrics of that miss), the hit's renewal goes on past the entry's
+    expiry (see _refilling)."""
 
     def renew() -> tuple[Any, ...] | None:
         taken = take()
@@ -718,25 +710,24 @@ def _handing_over(take: Callable[[], Any], hit_metrics: Metrics | None,
         old, new, valid, renew_hit, replay = taken
         on_hit = _replay_all([replay, hit_metrics()]) if hit_metrics is not None else replay
         if refilling is not None and renew_hit is not None:
-            renew_hit = _refilling(renew_hit, hit_metrics, refilling)
+            renew_hit = _refilling(renew_hit, refilling)
         return old, new, (valid, renew_hit, on_hit)
 
     return renew
 
 
-def _refilling(renew_hit: Callable[..., Any], hit_metrics: Metrics | None,
-               refilling: tuple[Metrics | None, Callable[[bool, float, int], None]],
-               ) -> Callable[[], Any]:
-    """A hit's renew hook that lets the cache refill its entry in place (see _handing_over)."""
-    fill_metrics, miss = refilling
+def _refilling(renew_hit: Callable[..., Any], miss: Miss) -> Callable[[], Any]:
+    """A prepared cache hit's renew hook that lets the cache refill the expired entry in place
+    (cache.Plugin._refill: the records behind it are unchanged).  The reply is then what the
+    direct path would answer that miss, but for its TTLs, which are rewritten; the asking
+    query counts once through ``miss`` (as the answering plugin's response; the cache counted
+    its miss), and the repeats after it are the entry's hits again."""
 
     def renew() -> tuple[Any, ...] | None:
         ttls = renew_hit(True)
         if ttls is None or len(ttls) == 2:
             return ttls
-        old, new, (valid, replay, take) = ttls
-        on_hit = _replay_all([replay, fill_metrics()]) if fill_metrics is not None else replay
-        return old, new, (valid, _handing_over(take, hit_metrics, refilling), on_hit), miss
+        return ttls[0], ttls[1], None, miss
 
     return renew
 

@@ -160,7 +160,8 @@ class Prepared:
     # Called once ``valid`` fails: (the TTL every record of the reply carries, the TTL they
     # must carry now) when the reply only aged, after which ``valid`` holds again; None when
     # it must be dropped.  A third item, (valid, renew, on_hit), replaces those three: the
-    # reply goes on as another writer's (a cache miss's reply as a hit's).  See renew.
+    # reply goes on as another writer's (a cache miss's reply as a hit's); a fourth is the
+    # ``first`` hook of a cache refill.  See renew.
     renew: Callable[[], tuple[int, int] | None] | None = None
     turn: int = 0
     used: bool = False  # hit since the store last made room (the engine sets it)
@@ -168,8 +169,8 @@ class Prepared:
     gone: bool = False  # left the store (see retire)
     hits6: int = 0
     seconds: float = 0.0
-    # Set by renew when the reply became a refill's (see engine._refilling): the query that
-    # asked counts once through this, as the miss, instead of as a hit.
+    # Set by renew when the cache refilled the reply's entry (see engine._refilling): the
+    # query that asked counts once through this, as the miss, instead of as a hit.
     first: Callable[[bool, float, int], None] | None = None
 
 
@@ -221,11 +222,12 @@ class PreparedAnswers:
                 variants.append(changed)
             entry.variants = tuple(variants)
         entry.wire = wire
-        if len(ttls) > 2:  # the reply becomes another one: (validity, renew hook, metrics)
+        if len(ttls) > 2 and ttls[2] is not None:
+            # the reply becomes another one: (validity, renew hook, metrics)
             PreparedAnswers.flush(entry)  # (the repeats so far, to the metrics they had)
             entry.valid, entry.renew, entry.on_hit = ttls[2]  # type: ignore[misc]
-            if len(ttls) > 3:  # ... written for a miss the asking query stands for
-                entry.first = ttls[3]  # type: ignore[misc]
+        if len(ttls) > 3:  # the asking query stands for a miss: counted as one, once
+            entry.first = ttls[3]  # type: ignore[misc]
         return True
 
     def make_room(self) -> None:
