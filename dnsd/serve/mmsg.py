@@ -1,12 +1,22 @@
 """Batched UDP I/O on Linux: ``recvmmsg(2)`` and ``sendmmsg(2)`` through ctypes.
 
 One ``MmsgUdp`` per UDP listener.  Each wake-up reads up to ``BATCH`` datagrams with one
-``recvmmsg``, answers hot-path hits (``Engine.fast``) into a send area, and sends all those
-replies with one ``sendmmsg``.  A reply goes back to the sender's ``sockaddr`` exactly as the
-kernel wrote it on receipt (``msg_name`` of the send entry points at the received name), so a
-hit builds no Python address tuple and no address string.  Only misses (the general path, run
-as tasks by the listener) get an ``(ip, port[, flowinfo, scope_id])`` tuple, parsed from the
-raw ``sockaddr_in``/``sockaddr_in6`` the way ``socket.recvfrom`` would have made it.
+``recvmmsg``, answers hot-path hits (``Engine.fast``) and sends all those replies with one
+``sendmmsg``.  A reply goes back to the sender's ``sockaddr`` exactly as the kernel wrote it
+on receipt, so a hit builds no Python address tuple and no address string.
+
+A send entry has two iovecs: the reply's ID, then the rest.  Send entry ``i`` reads its ID
+from receive slot ``i`` and its address from name buffer ``i``, where the ``i``-th datagram
+and its sender were received; so the ``i``-th reply of a batch whose ``i`` first datagrams
+all got one (the usual case) needs neither copied.  When a datagram gets no reply here (a
+miss), the later replies move down one entry: their ID is copied to the entry's receive slot
+(whose datagram is already done) and the entry's ``msg_name`` pointed at their sender.  The
+rest of a reply is either a hot-path reply copied into the entry's send slot or, for an
+express-lane repeat (dnsd/wire/express.py), the lane's own bytes: no copy at all.
+
+Only misses (the general path, run as tasks by the listener) get an ``(ip, port[, flowinfo,
+scope_id])`` tuple, parsed from the raw ``sockaddr_in``/``sockaddr_in6`` the way
+``socket.recvfrom`` would have made it.
 
 Everything is allocated once per listener, in anonymous ``mmap`` regions so that only the pages
 actually written become resident: the ``mmsghdr`` arrays, iovecs and name buffers (one small
@@ -97,9 +107,9 @@ def _libc_functions() -> tuple[Any, Any] | None:
         recv, send = libc.recvmmsg, libc.sendmmsg
     except (OSError, AttributeError):
         return None
-    recv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+    # No argtypes: the callers pass pointers as c_void_p and the rest as small ints, which
+    # ctypes hands over as they are (converting through argtypes took ~0.4 µs per call).
     recv.restype = ctypes.c_int
-    send.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
     send.restype = ctypes.c_int
     _functions = (recv, send)
     return _functions
@@ -123,6 +133,8 @@ def sockaddr_to_tuple(raw: bytes) -> tuple[Any, ...]:
 class MmsgUdp:
     """Pre-allocated recvmmsg/sendmmsg state for one non-blocking UDP socket."""
 
+    _moved = False  # a send entry's msg_name points elsewhere than its own name buffer
+
     def __init__(self, sock: socket.socket, batch: int = BATCH) -> None:
         funcs = _libc_functions()
         if funcs is None:
@@ -141,8 +153,8 @@ class MmsgUdp:
             raise ValueError("unexpected struct layout")
         off_shdr = batch * hsize
         off_riov = 2 * batch * hsize
-        off_siov = off_riov + batch * isize
-        off_names = off_siov + batch * isize
+        off_siov = off_riov + batch * isize  # two per send entry: the ID, the rest
+        off_names = off_siov + 2 * batch * isize
         self._views: list[memoryview] = []
         self._meta = self._rbuf = self._sbuf = None
         try:
@@ -157,19 +169,24 @@ class MmsgUdp:
             rhdrs = (_MMsgHdr * batch).from_buffer(self._meta, 0)
             shdrs = (_MMsgHdr * batch).from_buffer(self._meta, off_shdr)
             riovs = (_IoVec * batch).from_buffer(self._meta, off_riov)
-            siovs = (_IoVec * batch).from_buffer(self._meta, off_siov)
+            siovs = (_IoVec * (2 * batch)).from_buffer(self._meta, off_siov)
             for i in range(batch):
                 name = base + off_names + i * NAME_STRIDE
                 riovs[i].iov_base, riovs[i].iov_len = rbase + i * SLOT, RECV_MAX
-                siovs[i].iov_base, siovs[i].iov_len = sbase + i * SLOT, 0
-                for hdrs, off in ((rhdrs, off_riov), (shdrs, off_siov)):
-                    h = hdrs[i].msg_hdr
-                    h.msg_name, h.msg_namelen = name, namelen
-                    h.msg_iov, h.msg_iovlen = base + off + i * isize, 1
-            del rhdrs, shdrs, riovs, siovs  # release the buffer exports
-            self._rhdr_addr = base
-            self._shdr_addrs = [base + off_shdr + i * hsize for i in range(batch)]
+                siovs[2 * i].iov_base, siovs[2 * i].iov_len = rbase + i * SLOT, 2  # the ID
+                siovs[2 * i + 1].iov_base, siovs[2 * i + 1].iov_len = sbase + i * SLOT + 2, 0
+                r, s = rhdrs[i].msg_hdr, shdrs[i].msg_hdr
+                r.msg_name = s.msg_name = name
+                r.msg_namelen = s.msg_namelen = namelen
+                r.msg_iov, r.msg_iovlen = base + off_riov + i * isize, 1
+                s.msg_iov, s.msg_iovlen = base + off_siov + 2 * i * isize, 2
+            del rhdrs, shdrs, riovs, siovs, r, s  # release the buffer exports
+            # (pointers as c_void_p: the libc functions take their arguments unconverted)
+            self._rhdr = ctypes.c_void_p(base)
+            self._shdrs = [ctypes.c_void_p(base + off_shdr + i * hsize) for i in range(batch)]
             self._name_addrs = [base + off_names + i * NAME_STRIDE for i in range(batch)]
+            self._rest_addrs = [sbase + i * SLOT + 2 for i in range(batch)]
+            self._held: list[object] = [None] * batch  # the lane items being sent
             self._name_offs = [off_names + i * NAME_STRIDE for i in range(batch)]
             self._slot_offs = [i * SLOT for i in range(batch)]
             whole = self._view(memoryview(self._meta))
@@ -183,16 +200,19 @@ class MmsgUdp:
             self._namelen_fill = self._view(memoryview(array("I", [namelen] * batch)))
             name_at = (off_shdr + _MsgHdr.msg_name.offset) // ptr
             self._snames = self._view(words[name_at : name_at + batch * h8 : h8])
+            self._names_home = self._view(memoryview(bytearray(batch * ptr)).cast("N"))
+            self._names_home[:] = self._snames
             i8 = isize // ptr
-            iov_len_at = (off_siov + _IoVec.iov_len.offset) // ptr
-            self._siov_lens = self._view(words[iov_len_at : iov_len_at + batch * i8 : i8])
+            rest_at = (off_siov + isize) // ptr  # the second iovec of send entry 0
+            base_at = rest_at + _IoVec.iov_base.offset // ptr
+            len_at = rest_at + _IoVec.iov_len.offset // ptr
+            self._rest_bases = self._view(words[base_at : base_at + 2 * batch * i8 : 2 * i8])
+            self._rest_lens = self._view(words[len_at : len_at + 2 * batch * i8 : 2 * i8])
             self._r16 = self._view(memoryview(self._rbuf).cast("H"))  # IDs: slots are even
-            self._s16 = self._view(memoryview(self._sbuf).cast("H"))
         except BaseException:
             self.close()
             raise
         self.page = mmap.PAGESIZE
-        self._express_cost = 1e-6  # seconds per express reply, measured per batch
 
     @staticmethod
     def _address(buf: mmap.mmap) -> int:
@@ -225,12 +245,12 @@ class MmsgUdp:
 
     def drain(self, listener: UdpListener) -> None:
         """The readiness callback: read, answer hits in batches, hand misses to the listener."""
-        recv, fd, batch, rhdr_addr = self._recvmmsg, self.fd, self.batch, self._rhdr_addr
+        recv, fd, batch, rhdr = self._recvmmsg, self.fd, self.batch, self._rhdr
         rnamelens, namelen_fill = self._rnamelens, self._namelen_fill
         eintr = 0
         for _ in range(ROUNDS):
             rnamelens[:] = namelen_fill
-            count = recv(fd, rhdr_addr, batch, MSG_DONTWAIT, None)
+            count = recv(fd, rhdr, batch, MSG_DONTWAIT, None)
             if count <= 0:
                 err = ctypes.get_errno() if count < 0 else errno.EAGAIN
                 if err == errno.EAGAIN or err == errno.EWOULDBLOCK:
@@ -247,60 +267,61 @@ class MmsgUdp:
                 return  # the socket is (very likely) empty: no extra syscall to hear EAGAIN
 
     def answer(self, listener: UdpListener, count: int) -> tuple[int, bool]:
-        """Answer the ``count`` datagrams received: replies go to the send slots (their
+        """Answer the ``count`` datagrams received: replies go to the send entries (their
         number is returned, with whether one is larger than a page), misses to the
         listener's general path.
 
-        A repeat the express lane holds (dnsd/wire/express.py) is written here directly:
-        the asker's ID, then the kept reply bytes.  Its hit is counted on the prepared entry
-        as ``Engine.fast`` counts one; its time is the average an express reply took in the
-        batch before (the lane's replies take under a microsecond; the duration histogram's
-        first bucket is 250 µs, so only the sum could tell)."""
+        A repeat the express lane holds (dnsd/wire/express.py) is sent from the lane's own
+        bytes.  Its hit is counted on the prepared entry (``lane4``/``lane6``), where it
+        takes the average time an express reply took in the batch before (the lane's replies
+        take under a microsecond; the duration histogram's first bucket is 250 µs, so only
+        the sum could tell)."""
         started = perf_counter()
         engine = listener.engine
         fast, lane = engine.fast, engine.lane.get
-        rbuf, sbuf, meta, r16, s16 = self._rbuf, self._sbuf, self._meta, self._r16, self._s16
-        snames, siov_lens = self._snames, self._siov_lens
+        rbuf, sbuf, meta, r16 = self._rbuf, self._sbuf, self._meta, self._r16
+        snames, rest_bases, rest_lens, held = self._snames, self._rest_bases, self._rest_lens, self._held
         slot_offs, name_addrs, name_offs = self._slot_offs, self._name_addrs, self._name_offs
+        if self._moved:
+            snames[:] = self._names_home
+            self._moved = False
         page, v6 = self.page, self.v6
         family = "::" if v6 else "0.0.0.0"
         sizes = self._lens[:count].tolist()
-        epoch, now, cost = express.EPOCH, monotonic(), self._express_cost
+        epoch, now = express.EPOCH, monotonic()
         hits = 0
-        laned = 0  # express replies
-        elsewhere = 0.0  # seconds spent on the others
+        others = 0  # replies not from the lane
+        elsewhere = 0.0  # seconds spent on those and on misses
         big_reply = False
         for slot in range(count):
             off = slot_offs[slot]
-            end = off + sizes[slot]
             if v6:
                 name = name_offs[slot]
                 family = "0.0.0.0" if meta[name + 8 : name + 20] == _MAPPED else "::"
-            item = lane(rbuf[off + 2 : end])
-            if item is not None and item.epoch == epoch and now < item.until and not item.entry.gone:
-                out = slot_offs[hits]
-                s16[out >> 1] = r16[off >> 1]  # the ID
-                tails = item.tails
-                if len(tails) == 1:
-                    sbuf[out + 2 : out + item.size] = tails[0]
-                else:
-                    turn = item.turn = item.turn + 1
-                    sbuf[out + 2 : out + item.size] = tails[turn % len(tails)]
-                siov_lens[hits] = item.size
-                snames[hits] = name_addrs[slot]
-                hits += 1
-                laned += 1
+            item = lane(rbuf[off + 2 : off + sizes[slot]])
+            if item is not None and item.epoch == epoch and now < item.until:
                 entry = item.entry
-                entry.used = True
-                if entry.on_hit is not None:
+                if not entry.gone:
+                    if hits != slot:  # (a datagram before got no reply here)
+                        r16[slot_offs[hits] >> 1] = r16[off >> 1]
+                        snames[hits] = name_addrs[slot]
+                        self._moved = True
+                    addr = item.addr
+                    if not addr:  # rotated copies, in turn
+                        turn = item.turn = item.turn + 1
+                        addrs = item.addrs
+                        addr = addrs[turn % len(addrs)]
+                    rest_bases[hits] = addr
+                    rest_lens[hits] = item.tail_size
+                    held[hits] = item
+                    hits += 1
                     if family == "::":
-                        entry.hits6 += 1
+                        entry.lane6 += 1
                     else:
-                        entry.hits4 += 1
-                    entry.seconds += cost
-                continue
+                        entry.lane4 += 1
+                    continue
             other = perf_counter()
-            data = rbuf[off:end]
+            data = rbuf[off : off + sizes[slot]]
             try:
                 reply, key = fast(data, "udp", family, True)
             except Exception:  # never let one packet kill the loop
@@ -316,28 +337,34 @@ class MmsgUdp:
                     big_reply = True
                 out = slot_offs[hits]
                 sbuf[out : out + size] = reply
-                siov_lens[hits] = size
-                snames[hits] = name_addrs[slot]
+                rest_bases[hits] = self._rest_addrs[hits]
+                rest_lens[hits] = size - 2
+                if hits != slot:
+                    r16[out >> 1] = r16[off >> 1]
+                    snames[hits] = name_addrs[slot]
+                    self._moved = True
                 hits += 1
+                others += 1
             else:
                 listener.general(data, self.address(slot), key)
             epoch = express.EPOCH  # (the hot path may have announced a change)
             elsewhere += perf_counter() - other
+        laned = hits - others
         if laned:
             engine.prepared.hits += laned
             engine.prepared.express_hits += laned
-            self._express_cost = max(0.0, perf_counter() - started - elsewhere) / laned
+            express.COST = max(0.0, perf_counter() - started - elsewhere) / laned
         if max(sizes) > page:
             self._release(rbuf, [slot_offs[s] for s in range(count) if sizes[s] > page])
         return hits, big_reply
 
     def _flush(self, count: int, big: bool) -> None:
         """One sendmmsg for the first ``count`` send entries, continued after partial sends."""
-        send, fd, addrs = self._sendmmsg, self.fd, self._shdr_addrs
+        send, fd, shdrs = self._sendmmsg, self.fd, self._shdrs
         start = 0
         eintr = 0
         while start < count:
-            sent = send(fd, addrs[start], count - start, MSG_DONTWAIT)
+            sent = send(fd, shdrs[start], count - start, MSG_DONTWAIT)
             if sent > 0:
                 start += sent
                 continue
@@ -350,9 +377,9 @@ class MmsgUdp:
                 break
             log.debug("udp send error: %s", os.strerror(err))  # this reply only (EPERM, ...)
             start += 1
-        if big:
-            sizes = self._siov_lens[:count].tolist()
-            self._release(self._sbuf, [self._slot_offs[i] for i in range(count) if sizes[i] > self.page])
+        if big:  # (a lane reply is never larger than a page: express.MAX_REPLY)
+            rests = self._rest_lens[:count].tolist()
+            self._release(self._sbuf, [self._slot_offs[i] for i in range(count) if rests[i] + 2 > self.page])
 
     def _send_one(self, reply: bytes, slot: int) -> None:
         try:

@@ -282,3 +282,37 @@ def test_a_full_store_evicts_a_share_sparing_entries_hit_since() -> None:
     assert all(key in store.entries and not store.entries[key].used for key in looked)
     assert order[SWEEP * 2] not in store.entries and order[SWEEP * 2 + 1] not in store.entries
     assert len(store.entries) == limit - 1
+
+
+def test_express_repeats_count_as_hits_and_mark_the_entry_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch reader counts a lane repeat on its entry (lane4/lane6) only; flushing the
+    entry, retiring it or sweeping past it folds those into its metrics (each at the lane's
+    measured time per reply) and, for the sweep, marks it used."""
+    from dnsd.wire import express
+    from dnsd.wire.fastpath import EVICT_SHARE, PreparedAnswers
+
+    monkeypatch.setattr(express, "COST", 0.25)
+    counted: list[tuple[int, int, float]] = []
+    limit = 2 * EVICT_SHARE
+    store = PreparedAnswers(limit=limit)
+    for i in range(limit):
+        store.store(b"k%d" % i, 12, b"w", lambda: True,
+                    on_hit=lambda h4, h6, s: counted.append((h4, h6, s)))
+    store.entries[b"k0"].lane4 = 2
+    store.entries[b"k0"].lane6 = 1
+    store.entries[b"k1"].lane4 = 4
+    store.store(b"new", 12, b"w", lambda: True)
+    # k0 and k1 were repeated through the lane: kept (moved to the young end), k2 and k3 went.
+    assert b"k0" in store.entries and b"k1" in store.entries
+    assert b"k2" not in store.entries and b"k3" not in store.entries
+    k0 = store.entries[b"k0"]
+    assert (k0.hits4, k0.hits6, k0.seconds, k0.lane4, k0.lane6) == (2, 1, 0.75, 0, 0)
+    assert counted == []  # (reported on flush)
+    store.flush(k0)
+    assert counted == [(2, 1, 0.75)]
+    store.entries[b"k5"].lane6 = 3
+    store.drop(b"k5")  # retiring hands them on too
+    assert counted[-1] == (0, 3, 0.75)
+    store.entries[b"k6"].lane4 = 1
+    store.flush_all()
+    assert (1, 0, 0.25) in counted and (4, 0, 1.0) in counted
