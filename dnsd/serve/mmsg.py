@@ -213,6 +213,11 @@ class MmsgUdp:
             self.close()
             raise
         self.page = mmap.PAGESIZE
+        # What answer() reads on every batch, taken in one unpacking (~20 attribute loads
+        # cost ~0.5 µs a batch; small batches of a few queries are the common case).
+        self._parts = (self._rbuf, self._sbuf, self._meta, self._r16, self._snames, self._rest_bases,
+                       self._rest_lens, self._held, self._slot_offs, self._name_addrs,
+                       self._name_offs, self._lens, self.page, self.v6)
 
     @staticmethod
     def _address(buf: mmap.mmap) -> int:
@@ -228,6 +233,7 @@ class MmsgUdp:
 
     def close(self) -> None:
         """Release the buffers (the socket is the listener's to close)."""
+        self._parts = ()
         for view in reversed(self._views):
             view.release()
         self._views.clear()
@@ -279,15 +285,13 @@ class MmsgUdp:
         started = perf_counter()
         engine = listener.engine
         fast, lane = engine.fast, engine.lane.get
-        rbuf, sbuf, meta, r16 = self._rbuf, self._sbuf, self._meta, self._r16
-        snames, rest_bases, rest_lens, held = self._snames, self._rest_bases, self._rest_lens, self._held
-        slot_offs, name_addrs, name_offs = self._slot_offs, self._name_addrs, self._name_offs
+        (rbuf, sbuf, meta, r16, snames, rest_bases, rest_lens, held, slot_offs, name_addrs,
+         name_offs, lens, page, v6) = self._parts
         if self._moved:
             snames[:] = self._names_home
             self._moved = False
-        page, v6 = self.page, self.v6
         family = "::" if v6 else "0.0.0.0"
-        sizes = self._lens[:count].tolist()
+        sizes = lens[:count].tolist()
         epoch, now = express.EPOCH, monotonic()
         hits = 0
         others = 0  # replies not from the lane
