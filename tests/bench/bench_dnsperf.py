@@ -32,6 +32,9 @@ class PerfResult:
     settings: str = ""
     clients: int = 0
     outstanding: int = 0
+    # saturate(): each calibration run as (clients, outstanding, QPS, answers per server
+    # CPU second: NaN without a `sample`)
+    trials: list[tuple[int, int, float, float]] = field(default_factory=list)
 
     @property
     def lost_pct(self) -> float:
@@ -159,16 +162,21 @@ def saturate(
 ) -> PerfResult:
     """Max QPS: short runs over (clients, outstanding) settings; the best one (the lowest
     loss among those within 3% of the top QPS, of the runs that lost under 0.5%) is then run
-    for `seconds`."""
+    for `seconds`.  The result also keeps every calibration run's QPS and QPS per server core
+    (`trials`), which compare servers at the same client load."""
     trials: list[tuple[PerfResult, int, int]] = []
     for clients, outstanding in settings:
         r = run(port, datafile, seconds=calibrate_seconds, clients=clients,
-                outstanding=outstanding, cpu=cpu)
+                outstanding=outstanding, cpu=cpu, sample=sample)
         log(f"    calibrate -c {clients} -q {outstanding}: {r.qps:,.0f} qps, lost {r.lost_pct:.2f}%")
         trials.append((r, clients, outstanding))
     good = [t for t in trials if t[0].lost_pct < 0.5] or trials
     top = max(t[0].qps for t in good)
     best = min((t for t in good if t[0].qps >= 0.97 * top), key=lambda t: t[0].lost_pct)
     _, clients, outstanding = best
-    return run(port, datafile, seconds=seconds, clients=clients, outstanding=outstanding,
-               cpu=cpu, sample=sample)
+    result = run(port, datafile, seconds=seconds, clients=clients, outstanding=outstanding,
+                 cpu=cpu, sample=sample)
+    nan = float("nan")
+    result.trials = [(c, q, r.qps, r.completed / r.server_cpu if sample and r.server_cpu > 0 else nan)
+                     for r, c, q in trials]
+    return result

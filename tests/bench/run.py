@@ -133,6 +133,8 @@ class ServerRun:
     client_busy: float = math.nan
     # category -> (QPS, QPS per core, lost) from one run per query category
     by_category: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+    # the mix's calibration runs: "-c C -q Q" -> (QPS, QPS per core)
+    calibration: dict[str, tuple[float, float]] = field(default_factory=dict)
     # unbound only: latency at the rate dnsd's latency run used (same absolute load)
     same_rate: float = math.nan
     same_rate_p50_ms: float = math.nan
@@ -490,6 +492,7 @@ class Bench:
         r = self.saturate(port, mix, cpu)
         run.qps, run.lost, run.sent, run.settings = r.qps, r.lost, r.sent, r.settings
         run.clients, run.outstanding = r.clients, r.outstanding
+        run.calibration = {f"-c {c} -q {q}": (qps, per_core) for c, q, qps, per_core in r.trials}
         run.qps_per_core = r.completed / r.server_cpu if r.server_cpu > 0 else math.nan
         run.cpu_busy = r.server_cpu / r.runtime if r.runtime > 0 else math.nan
         run.client_busy = r.client_cpu / r.runtime if r.runtime > 0 else math.nan
@@ -767,6 +770,24 @@ def category_table(runs: list[ServerRun]) -> str:
     return table(headers, rows)
 
 
+def calibration_table(runs: list[ServerRun]) -> str:
+    """QPS per core of both servers under each calibration setting: the same client load for
+    both (the headline compares each server at its own best setting)."""
+    headers = ["cluster", "dnsperf", "dnsd QPS", "dnsd QPS/core", "unbound QPS",
+               "unbound QPS/core", "dnsd/unbound per core"]
+    rows: list[list[str]] = []
+    nan = (math.nan, math.nan)
+    for cluster in dict.fromkeys(r.cluster for r in runs):
+        by = {r.server: r for r in runs if r.cluster == cluster}
+        d = by["dnsd"].calibration if "dnsd" in by else {}
+        u = by["unbound"].calibration if "unbound" in by else {}
+        for setting in dict.fromkeys([*d, *u]):
+            dq, dc = d.get(setting, nan)
+            uq, uc = u.get(setting, nan)
+            rows.append([cluster, setting, _fmt(dq), _fmt(dc), _fmt(uq), _fmt(uc), _ratio(dc, uc, 3)])
+    return table(headers, rows)
+
+
 def extras_row(extras: list[DnsdExtras], label: str, fn: Callable[[DnsdExtras], str]) -> list[str]:
     """A row of a dnsd-only table: ``label``, then ``fn`` of each cluster's measurements."""
     return [label] + [fn(e) for e in extras]
@@ -912,6 +933,8 @@ def report(bench: Bench, settings: Settings) -> str:
         "lost = queries lost in the max-QPS run / queries sent there + lost in the 50% run.",
         "", "## QPS by query category (each category alone)", "",
         category_table(bench.runs), "",
+        f"## The mix at each calibration setting ({settings.calibrate_seconds:g} s each)", "",
+        calibration_table(bench.runs), "",
         "## dnsd only", "",
         extras_table(bench.extras, bench.runs), "",
     ]
