@@ -12,6 +12,11 @@ list; the size never shrinks.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
 MIN_SIZE = 4096
 MAX_SIZE = 32768
 
@@ -22,3 +27,10 @@ def fit(names: int) -> None:
     """Grow the memos (up to MAX_SIZE) for a cluster that answers about ``names`` names."""
     global size
     size = max(size, min(MAX_SIZE, names))
+
+
+def keep(memo: dict[K, V], key: K, value: V) -> None:
+    """Put ``value`` in ``memo`` under ``key``, emptying the memo first when it is full."""
+    if len(memo) >= size:
+        memo.clear()
+    memo[key] = value

@@ -368,9 +368,7 @@ class Engine:
             routed = self.route(lower)
             if routed is not None and routed[1].direct is not None:
                 named = (qname, lower, routed[0], routed[1], routed[1].direct)
-        if len(self._names) >= memos.size:
-            self._names.clear()
-        self._names[wire_name] = named
+        memos.keep(self._names, wire_name, named)
         return named
 
     def route(self, qname_lower: str) -> tuple[str, Block] | None:

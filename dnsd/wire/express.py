@@ -94,15 +94,14 @@ class Item:
     be repeated here, the reply after its ID (``tails``: one, or one per rotation) with the
     tails' addresses (``addr`` for a single tail, 0 when they rotate: ``addrs`` in turn)."""
 
-    __slots__ = ("key", "tails", "size", "tail_size", "addr", "addrs", "until", "epoch",
+    __slots__ = ("key", "tails", "tail_size", "addr", "addrs", "until", "epoch",
                  "entry", "turn", "served")
 
     def __init__(self, key: tuple[bytes, int], tails: tuple[bytes, ...], until: float,
                  epoch: int, entry: Any, served: bool = True) -> None:
         self.key = key
         self.tails = tails
-        self.tail_size = len(tails[0]) if tails else 0
-        self.size = self.tail_size + 2 if tails else 0  # the whole reply's size
+        self.tail_size = len(tails[0]) if tails else 0  # (the whole reply is 2 bytes more)
         self.addrs = tuple(address(t) for t in tails)
         self.addr = self.addrs[0] if len(tails) == 1 else 0
         self.until = until  # (-FOREVER with no tails: the key memo only)

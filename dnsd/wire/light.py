@@ -128,8 +128,8 @@ def _labels(name: str) -> tuple[bytes, ...]:
 
 # Names seen in replies, kept between replies (the same targets and owners come back): their
 # labels, the compression seeds a question's labels give, and SRV targets written in full.
-# Each memo is emptied when it reaches memos.size entries (dnsd/memos.py: it follows the
-# cluster's size), so memory stays bounded.
+# Each memo is emptied when it reaches memos.size entries (memos.keep: the size follows the
+# cluster's), so memory stays bounded.
 SEEDS_SIZE = 512
 _LABELS: dict[str, tuple[bytes, ...]] = {}
 _SEEDS: dict[str, dict[tuple[bytes, ...], int]] = {}
@@ -140,9 +140,7 @@ def _labels_of(name: str) -> tuple[bytes, ...]:
     labels = _LABELS.get(name)
     if labels is None:
         labels = _labels(name)
-        if len(_LABELS) >= memos.size:
-            _LABELS.clear()
-        _LABELS[name] = labels
+        memos.keep(_LABELS, name, labels)
     return labels
 
 
@@ -175,9 +173,7 @@ def _target(name: str) -> bytes:
         wire = b"".join([bytes((len(label),)) + label for label in labels]) + b"\x00"
         if len(wire) > 255:
             raise Unsupported("name longer than 255 octets")
-        if len(_TARGETS) >= memos.size:
-            _TARGETS.clear()
-        _TARGETS[name] = wire
+        memos.keep(_TARGETS, name, wire)
     return wire
 
 

@@ -139,9 +139,7 @@ def _name_of(lower: str, zone: str, net_names: bool) -> tuple[int, Parsed]:
         else:
             where = APEX if not labels else DNS_VERSION if labels == ["dns-version"] else BELOW
             named = (where, parse(labels, net_names))
-        if len(_NAMES) >= memos.size:
-            _NAMES.clear()
-        _NAMES[key] = named
+        memos.keep(_NAMES, key, named)
     return named
 
 
