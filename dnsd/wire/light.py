@@ -22,7 +22,6 @@ from dnslib import CNAME, NS, RR, SOA, TXT
 from dnsd import memos
 from dnsd.wire import quick
 from dnsd.wire.encode import Unsupported
-from dnsd.wire.encode import write_name as _name
 
 A, NS_, CNAME_, SOA_, PTR, MX, TXT_, AAAA, SRV = 1, 2, 5, 6, 12, 15, 16, 28, 33
 _RR = struct.Struct("!HHIH")
@@ -127,12 +126,10 @@ def _labels(name: str) -> tuple[bytes, ...]:
 
 
 # Names seen in replies, kept between replies (the same targets and owners come back): their
-# labels, the compression seeds a question's labels give, and SRV targets written in full.
+# labels (question names' too) and SRV targets written in full.
 # Each memo is emptied when it reaches memos.size entries (memos.keep: the size follows the
 # cluster's), so memory stays bounded.
-SEEDS_SIZE = 512
 _LABELS: dict[str, tuple[bytes, ...]] = {}
-_SEEDS: dict[str, dict[tuple[bytes, ...], int]] = {}
 _TARGETS: dict[str, bytes] = {}
 
 
@@ -144,23 +141,50 @@ def _labels_of(name: str) -> tuple[bytes, ...]:
     return labels
 
 
-def _seeds(qname: str) -> dict[tuple[bytes, ...], int]:
-    """What writing the question (``qname``: plain labels, no escapes) makes compressible:
-    each suffix of its name, by offset (a new dict: writing the reply adds to it).  Only
-    replies that write a name need it; the memo (each entry ~1 KiB) is smaller than the
-    others."""
-    seeds = _SEEDS.get(qname)
-    if seeds is None:
-        qlabels = tuple(qname.encode("ascii").split(b".")[:-1]) if qname != "." else ()
-        seeds = {}
-        at = 12
-        for i in range(len(qlabels)):
-            seeds[qlabels[i:]] = at
-            at += 1 + len(qlabels[i])
-        if len(_SEEDS) >= SEEDS_SIZE:
-            _SEEDS.clear()
-        _SEEDS[qname] = seeds
-    return dict(seeds)
+def _write_name(buf: bytearray, names: dict[tuple[bytes, ...], int], name: str, qname: str) -> None:
+    """``name`` (text, plain labels) at the end of ``buf``: the bytes ``write_name`` writes
+    with ``names`` (the suffixes written so far in this reply) seeded with every suffix of
+    the question's name ``qname`` (written at offset 12), found here without making those
+    seeds: the question holds a suffix of ``name`` when its last labels are that suffix, at
+    offset 12 + (the question's text length - the suffix's: a text label and its dot take
+    as many bytes as the wire label and its length octet)."""
+    labels = _LABELS.get(name)
+    if labels is None:
+        labels = _labels_of(name)
+    qlabels = _LABELS.get(qname)
+    if qlabels is None:
+        qlabels = _labels_of(qname)
+    n, qn = len(labels), len(qlabels)
+    shared = 0  # how many last labels the question has too
+    while shared < n and shared < qn and labels[n - 1 - shared] == qlabels[qn - 1 - shared]:
+        shared += 1
+    pointer = names.get(labels)
+    if pointer is None and shared == n and n:
+        pointer = 12 + len(qname) - len(name)
+    if pointer is not None:
+        buf += _U16.pack(0xC000 | pointer)
+        return
+    if n + sum(map(len, labels)) > 254:
+        raise Unsupported("name longer than 255 octets")
+    rest = len(name)  # the text length of the suffix at label i
+    for i in range(n):
+        suffix = labels[i:] if i else labels
+        if i:
+            pointer = names.get(suffix)
+            if pointer is None and n - i <= shared:
+                pointer = 12 + len(qname) - rest
+            if pointer is not None:
+                buf += _U16.pack(0xC000 | pointer)
+                return
+        if len(buf) < 0x4000:
+            names[suffix] = len(buf)
+        label = labels[i]
+        if len(label) > 63:
+            raise Unsupported("label too long")
+        buf.append(len(label))
+        buf += label
+        rest -= len(label) + 1
+    buf.append(0)
 
 
 def _target(name: str) -> bytes:
@@ -196,6 +220,9 @@ class Packer:
         at the first record that crosses the limit.  Compression only points backwards, so
         that prefix is exactly what packing those records alone writes.  Raises Unsupported
         when not even the question fits."""
+        qname = self.qname
+        if qname == ".":  # (encode.pack never points at the root name: the general path)
+            raise Unsupported("the root name asked")
         answers, auth, extra = sections
         buf = bytearray(id_flags)
         buf += _COUNTS.pack(1, len(answers), len(auth), len(extra) + (1 if opt else 0))
@@ -203,8 +230,7 @@ class Packer:
         room = limit - len(opt)
         if len(buf) > room:
             raise Unsupported("not even the question fits")
-        names = None  # what compression may point at: made when a name is first written
-        qname = self.qname
+        names: dict[tuple[bytes, ...], int] = {}  # suffixes written after the question
         kept = 0
         for section in sections:
             for rname, rtype, ttl, rd in section:
@@ -221,10 +247,7 @@ class Packer:
                     if rname is qname or rname == qname:
                         buf += b"\xc0\x0c"
                     else:
-                        if names is None:
-                            names = _seeds(qname)
-                        labels = _LABELS.get(rname)
-                        _name(buf, names, labels if labels is not None else _labels_of(rname))
+                        _write_name(buf, names, rname, qname)
                     if rtype == A:
                         buf += _RR.pack(A, 1, ttl & 0xFFFFFFFF, 4)
                         buf += inet_aton(rd)
@@ -240,9 +263,7 @@ class Packer:
                     else:
                         at = len(buf)
                         buf += _RR.pack(rtype, 1, ttl & 0xFFFFFFFF, 0)
-                        if names is None:
-                            names = _seeds(qname)
-                        _rdata(buf, names, rtype, rd)
+                        _rdata(buf, names, rtype, rd, qname)
                         length = len(buf) - at - 10
                         if length > 0xFFFF:
                             raise Unsupported("rdata too long")
@@ -267,13 +288,14 @@ class Packer:
         return bytes(buf)
 
 
-def _rdata(buf: bytearray, names: dict[tuple[bytes, ...], int], rtype: int, rd: Any) -> None:
+def _rdata(buf: bytearray, names: dict[tuple[bytes, ...], int], rtype: int, rd: Any,
+           qname: str) -> None:
     """The rdata of the types ``Packer.pack`` does not write itself (not A, AAAA or SRV)."""
     if rtype in (PTR, NS_, CNAME_):
-        _name(buf, names, _labels_of(rd))
+        _write_name(buf, names, rd, qname)
     elif rtype == SOA_:
-        _name(buf, names, _labels_of(rd[0]))
-        _name(buf, names, _labels_of(rd[1]))
+        _write_name(buf, names, rd[0], qname)
+        _write_name(buf, names, rd[1], qname)
         buf += _SOA_TIMES.pack(*rd[2])
     elif rtype == TXT_:
         text = rd.encode("utf-8")

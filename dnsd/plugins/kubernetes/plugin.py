@@ -104,6 +104,8 @@ class Plugin(Base):
         self.cfg = cfg
         self.ctx = ctx
         self.zones = sorted(cfg.zones, key=len, reverse=True)
+        self._dotted = [(z, "." + z) for z in self.zones]  # (zone_for: no concatenation per query)
+        self._soas: dict[tuple[str, int], Rec] = {}  # soa(): by (zone as spelled, serial)
         self.index = Index(endpoint_pod_names=cfg.endpoint_pod_names)
         self.index.listeners.append(express.changed)  # (prepared replies' express lane)
         self.opts = Options(
@@ -262,8 +264,8 @@ class Plugin(Base):
 
     # --- queries -----------------------------------------------------------------------------
     def zone_for(self, qname_lower: str) -> str | None:
-        for zone in self.zones:
-            if zone == "." or qname_lower == zone or qname_lower.endswith("." + zone):
+        for zone, dotted in self._dotted:
+            if zone == "." or qname_lower == zone or qname_lower.endswith(dotted):
                 return zone
         return None
 
@@ -332,7 +334,11 @@ class Plugin(Base):
         zone_spelled = qname[len(qname) - len(zone):] if zone != "." else "."
         answers = [self.soa(zone_spelled), *res.answer] if res.soa_answer else res.answer
         auth = [self.soa(zone_spelled)] if res.soa or not answers else []
-        spelled = any(rr[1] in _SPELLING_RDATA for rr in answers)
+        spelled = False
+        for rr in answers:  # (a loop: any() over a generator costs twice as much)
+            if rr[1] in _SPELLING_RDATA:
+                spelled = True
+                break
         return DirectAnswer(res.rcode, answers, auth, res.additional,
                             Validity(self.index, res.deps, bool(auth) or res.soa_answer), spelled)
 
@@ -343,12 +349,21 @@ class Plugin(Base):
         return Validity(self.index, res.deps, has_soa)
 
     def soa(self, zone_spelled: str) -> Rec:
-        """The zone's SOA record (a light record), owned by the zone as the asker spelled it."""
-        ttl = self.cfg.ttl
-        return (zone_spelled, T_SOA, min(ttl, 300),
+        """The zone's SOA record (a light record), owned by the zone as the asker spelled it
+        (kept by spelling and serial: every negative answer carries one)."""
+        serial = self.index.serial & 0xFFFFFFFF
+        key = (zone_spelled, serial)
+        rec = self._soas.get(key)
+        if rec is None:
+            ttl = self.cfg.ttl
+            rec = (zone_spelled, T_SOA, min(ttl, 300),
                    (f"ns.dns.{zone_spelled}".replace("..", "."),
                     f"hostmaster.{zone_spelled}".replace("..", "."),
-                    (self.index.serial & 0xFFFFFFFF, 7200, 1800, 86400, ttl)))
+                    (serial, 7200, 1800, 86400, ttl)))
+            if len(self._soas) >= 64:  # (spellings are few; serials only go up)
+                self._soas.clear()
+            self._soas[key] = rec
+        return rec
 
     async def _chase(self, req: Request, target: str) -> DNSRecord | None:
         """Resolve an ExternalName target through the whole server (cache, forward...)."""
