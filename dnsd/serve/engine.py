@@ -317,16 +317,11 @@ class Engine:
                 on_hit = metrics.QUERY_STATS.replayer(server, zone, proto, tname, do, rname,
                                                       writer, len(data), len(wire))
             if handover is not None:  # (made when the handover happens: no series before)
-                labels = (server, zone, proto, tname, do, rname, handover[1], len(data), len(wire))
-
-                def hit_metrics() -> Callable[[int, int, float], None]:
-                    return metrics.QUERY_STATS.replayer(*labels)
-
+                hit_metrics = _replayer_maker(
+                    metrics, (server, zone, proto, tname, do, rname, handover[1], len(data), len(wire)))
             if refill_writer is not None:
-
-                def miss(ipv6: bool, seconds: float, size: int) -> None:
-                    metrics.QUERY_STATS.observe(server, zone, proto, "2" if ipv6 else "1", tname,
-                                                do, rname, refill_writer, seconds, size, len(wire))
+                miss = _miss_observer(metrics, server, zone, proto, tname, do, rname, refill_writer,
+                                      len(wire))
         # (commits: a cache that keeps nothing here passed the query on; none then refills)
         refilling = miss if refill_writer is not None and not commits else None
         if handover is not None:
@@ -336,14 +331,7 @@ class Engine:
         if replays and valid is not None:
             on_hit = _replay_all([*replays, on_hit] if on_hit is not None else replays)
         if keeping:
-            again = None
-            if reshuffle:
-                kept = sections
-
-                def again() -> bytes:
-                    shuffled = (light.round_robin(list(kept[0])), light.round_robin(list(kept[1])),
-                                light.round_robin(list(kept[2])))
-                    return _pack_light(packer, head, shuffled, opt, limit)[0]
+            again = _reshuffler(packer, head, sections, opt, limit) if reshuffle else None
             self._keep(k, wire, valid, on_hit, exact, again, proto, renew)
         return wire
 
@@ -669,6 +657,37 @@ def _cut_wire(data: bytes, ends: list[int], limit: int, n_an: int, n_ns: int,
     head = _COUNTS.pack(((data[2] << 8) | data[3]) | 0x0200, (data[4] << 8) | data[5], an, ns,
                         ar + opt)
     return data[:2] + head + data[12 : ends[kept]] + data[opt_start:], an, ns, ar
+
+
+# The closures a first answer may leave with its prepared reply, made here so that
+# Engine._direct_reply keeps its variables plain locals (a closure there turns each variable
+# it reads into a cell, made on every call and read indirectly).
+
+
+def _replayer_maker(metrics: Any, labels: tuple[Any, ...]) -> Callable[[], Callable[[int, int, float], None]]:
+    def hit_metrics() -> Callable[[int, int, float], None]:
+        return metrics.QUERY_STATS.replayer(*labels)  # type: ignore[no-any-return]
+
+    return hit_metrics
+
+
+def _miss_observer(metrics: Any, server: str, zone: str, proto: str, tname: str, do: bool,
+                   rname: str, writer: str, rsize: int) -> Callable[[bool, float, int], None]:
+    def miss(ipv6: bool, seconds: float, size: int) -> None:
+        metrics.QUERY_STATS.observe(server, zone, proto, "2" if ipv6 else "1", tname, do, rname,
+                                    writer, seconds, size, rsize)
+
+    return miss
+
+
+def _reshuffler(packer: light.Packer, head: bytes, kept: tuple[list[Any], list[Any], list[Any]],
+                opt: bytes, limit: int) -> Callable[[], bytes]:
+    def again() -> bytes:
+        shuffled = (light.round_robin(list(kept[0])), light.round_robin(list(kept[1])),
+                    light.round_robin(list(kept[2])))
+        return _pack_light(packer, head, shuffled, opt, limit)[0]
+
+    return again
 
 
 def _pack_light(packer: light.Packer, head: bytes, sections: tuple[list, list, list], opt: bytes,
