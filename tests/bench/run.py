@@ -281,6 +281,8 @@ class Bench:
         self.runs: list[ServerRun] = []
         self.extras: list[DnsdExtras] = []
         self.env: dict[str, str] = {}
+        self.monitors: dict[int, tuple[float, int]] = {}  # kdamond CPU and switches at the start
+        self.started = time.monotonic()
 
     # --- helpers -------------------------------------------------------------------------
     def close(self) -> None:
@@ -912,10 +914,47 @@ def environment(cores: Cores) -> dict[str, str]:
     }
 
 
+def kernel_monitors() -> dict[int, tuple[float, int]]:
+    """CPU seconds and context switches of the kernel's DAMON threads (``kdamond``), by pid.
+
+    Where DAMON watches physical memory (some VMs run it for the host's memory management),
+    each of its samples runs on one of our two cores for about a millisecond, stopping the
+    server or dnsperf: the latency runs' p99 sees it (docs/benchmarks.md)."""
+    found: dict[int, tuple[float, int]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not (proc / "comm").read_text().startswith("kdamond"):
+                continue
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (proc / "status").read_text().splitlines()
+        except OSError:
+            continue
+        switches = sum(int(line.split()[1]) for line in status if "ctxt_switches" in line)
+        found[int(proc.name)] = ((int(stat[11]) + int(stat[12])) / tick, switches)
+    return found
+
+
+def monitor_line(before: dict[int, tuple[float, int]], seconds: float) -> str:
+    """The report line on the kdamond threads' work since ``before``."""
+    after = kernel_monitors()
+    if not after:
+        return "- kernel memory monitor (DAMON kdamond): not running"
+    cpu = sum(c - before.get(pid, (0.0, 0))[0] for pid, (c, _) in after.items())
+    runs = sum(n - before.get(pid, (0.0, 0))[1] for pid, (_, n) in after.items())
+    each = f", {1000 * cpu / runs:.1f} ms each" if runs else ""
+    return (f"- kernel memory monitor (DAMON kdamond) during the run: {cpu:.1f} s of CPU in "
+            f"{runs:,} runs over {seconds:,.0f} s{each}")
+
+
 def environment_lines(bench: Bench) -> list[str]:
-    """The reports' "Environment" section: what ``environment`` found, and the load at the end."""
+    """The reports' "Environment" section: what ``environment`` found, the load at the end and
+    what the kernel's memory monitor took."""
     return ["## Environment", "", *(f"- {k}: {v}" for k, v in bench.env.items()),
-            f"- load average at end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}"]
+            f"- load average at end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
+            monitor_line(bench.monitors, time.monotonic() - bench.started)]
 
 
 def notes_lines(bench: Bench) -> list[str]:
@@ -1012,6 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="dnsd-bench-"))
     bench = Bench(settings, cores, workdir)
     bench.env = environment(cores)
+    bench.monitors, bench.started = kernel_monitors(), time.monotonic()
     bench.timer.install()
     started = time.monotonic()
     status = 0
