@@ -58,19 +58,30 @@ class _Writer:
         write_name(buf, names, labels)
 
 
-def write_name(buf: bytearray, names: dict[tuple[bytes, ...], int], labels: tuple[bytes, ...]) -> None:
+def write_name(buf: bytearray, names: dict[tuple[bytes, ...], int], labels: tuple[bytes, ...],
+               shared: int = 0, qroot: int = 0) -> None:
     """A name at the end of ``buf``, compressed against ``names`` (the suffixes written so
-    far, by offset), which it extends; raises Unsupported for a name that cannot be written."""
+    far, by offset), which it extends; raises Unsupported for a name that cannot be written.
+
+    ``shared``: how many last labels the name has in common with the question's name, whose
+    root byte is at ``qroot``; those suffixes are pointed at there without being in
+    ``names`` (the bytes are the same as with the question's suffixes put in ``names``)."""
+    n = len(labels)
+    rest = n + sum(map(len, labels))  # the bytes of the suffix at label i, before the root
     pointer = names.get(labels)
+    if pointer is None and shared == n and n:
+        pointer = qroot - rest
     if pointer is not None:  # the whole name was written before (and checked then)
         buf += _U16.pack(0xC000 | pointer)
         return
-    if len(labels) + sum(map(len, labels)) > 254:
+    if rest > 254:
         raise Unsupported("name longer than 255 octets")
-    for i in range(len(labels)):
+    for i in range(n):
         suffix = labels[i:]
         if i:
             pointer = names.get(suffix)
+            if pointer is None and n - i <= shared:
+                pointer = qroot - rest
             if pointer is not None:
                 buf += _U16.pack(0xC000 | pointer)
                 return
@@ -81,6 +92,7 @@ def write_name(buf: bytearray, names: dict[tuple[bytes, ...], int], labels: tupl
             raise Unsupported("label too long")
         buf.append(len(label))
         buf += label
+        rest -= len(label) + 1
     buf.append(0)
 
 

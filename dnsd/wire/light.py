@@ -22,6 +22,7 @@ from dnslib import CNAME, NS, RR, SOA, TXT
 from dnsd import memos
 from dnsd.wire import quick
 from dnsd.wire.encode import Unsupported
+from dnsd.wire.encode import write_name as _name
 
 A, NS_, CNAME_, SOA_, PTR, MX, TXT_, AAAA, SRV = 1, 2, 5, 6, 12, 15, 16, 28, 33
 _RR = struct.Struct("!HHIH")
@@ -142,12 +143,10 @@ def _labels_of(name: str) -> tuple[bytes, ...]:
 
 
 def _write_name(buf: bytearray, names: dict[tuple[bytes, ...], int], name: str, qname: str) -> None:
-    """``name`` (text, plain labels) at the end of ``buf``: the bytes ``write_name`` writes
-    with ``names`` (the suffixes written so far in this reply) seeded with every suffix of
-    the question's name ``qname`` (written at offset 12), found here without making those
-    seeds: the question holds a suffix of ``name`` when its last labels are that suffix, at
-    offset 12 + (the question's text length - the suffix's: a text label and its dot take
-    as many bytes as the wire label and its length octet)."""
+    """``name`` (text, plain labels) at the end of ``buf``, compressed against ``names`` (the
+    suffixes written so far in this reply) and the question's name ``qname`` (written at
+    offset 12; a text label and its dot take as many bytes as the wire label and its length
+    octet, so its root byte is at 12 + len(qname)) without making a table of its suffixes."""
     labels = _LABELS.get(name)
     if labels is None:
         labels = _labels_of(name)
@@ -158,33 +157,7 @@ def _write_name(buf: bytearray, names: dict[tuple[bytes, ...], int], name: str, 
     shared = 0  # how many last labels the question has too
     while shared < n and shared < qn and labels[n - 1 - shared] == qlabels[qn - 1 - shared]:
         shared += 1
-    pointer = names.get(labels)
-    if pointer is None and shared == n and n:
-        pointer = 12 + len(qname) - len(name)
-    if pointer is not None:
-        buf += _U16.pack(0xC000 | pointer)
-        return
-    if n + sum(map(len, labels)) > 254:
-        raise Unsupported("name longer than 255 octets")
-    rest = len(name)  # the text length of the suffix at label i
-    for i in range(n):
-        suffix = labels[i:] if i else labels
-        if i:
-            pointer = names.get(suffix)
-            if pointer is None and n - i <= shared:
-                pointer = 12 + len(qname) - rest
-            if pointer is not None:
-                buf += _U16.pack(0xC000 | pointer)
-                return
-        if len(buf) < 0x4000:
-            names[suffix] = len(buf)
-        label = labels[i]
-        if len(label) > 63:
-            raise Unsupported("label too long")
-        buf.append(len(label))
-        buf += label
-        rest -= len(label) + 1
-    buf.append(0)
+    _name(buf, names, labels, shared, 12 + len(qname))
 
 
 def _target(name: str) -> bytes:

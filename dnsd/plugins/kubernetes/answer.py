@@ -160,26 +160,11 @@ def _dependencies(ix: Index, opt: Options, p: Parsed) -> tuple[tuple[str, ...], 
     return None  # the apex, ns.dns, _net names: read more of the index
 
 
-# Plugin zones by kind (a few names from the Corefile), so _by_name tests a set, not suffixes.
-_REVERSE_ZONES: set[str] = set()
-_FORWARD_ZONES: set[str] = set()
-
-
-def _note_zone(zone: str) -> bool:
-    """Is ``zone`` a reverse zone?  (Remembered: the sets stay as small as the Corefiles.)"""
-    reverse = is_reverse_zone(zone)
-    kind = _REVERSE_ZONES if reverse else _FORWARD_ZONES
-    if len(kind) >= 256:
-        kind.clear()
-    kind.add(zone)
-    return reverse
-
-
 def _by_name(ix: Index, opt: Options, qname: str, qtype: int, zone: str, zone_spelled: str,
              where: int, parsed: Parsed) -> Result:
     if parsed.shape is Shape.APEX:
         return _apex(ix, opt, qname, qtype, zone_spelled)
-    if parsed.namespace and (zone in _REVERSE_ZONES or (zone not in _FORWARD_ZONES and _note_zone(zone))):
+    if parsed.namespace and is_reverse_zone(zone):
         # CoreDNS's Records() refuses every svc/pod-shaped name under a reverse zone
         # ("svc1.testns.svc.0.10.in-addr.arpa." is NXDOMAIN, §5.9); the bare "svc"/"pod"
         # label is still NODATA and SOA below the apex still NODATA (checked first there).
